@@ -1,0 +1,1 @@
+"""Runnable examples: the stand-in upstream model server and the quickstart demo."""

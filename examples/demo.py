@@ -1,0 +1,194 @@
+"""`make demo`: Bastion on the embedded default, in front of the stand-in example upstream.
+
+1. writes `.bastion-demo/bastion.yaml` (the example config) and its state directory,
+2. starts the STAND-IN model server (`examples/upstream.py`, not a model) on 127.0.0.1:8081
+   with a random upstream key that only Bastion knows,
+3. enrolls a device key for the example user `alice` (profile `demo` in your Bastion config dir),
+4. starts `bastion serve` on 127.0.0.1:8080, makes one plain and one streaming call with the
+   official OpenAI SDK through it, and prints how to call it yourself.
+
+It keeps serving until Ctrl-C. Ports: DEMO_PORT (8080) and DEMO_UPSTREAM_PORT (8081).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / ".bastion-demo"
+PORT = int(os.environ.get("DEMO_PORT", "8080"))
+UPSTREAM_PORT = int(os.environ.get("DEMO_UPSTREAM_PORT", "8081"))
+URL = f"http://127.0.0.1:{PORT}"
+
+SNIPPET = f"""\
+from openai import OpenAI
+import bastion.client
+
+client = OpenAI(base_url="{URL}/v1", api_key="unused",
+                http_client=bastion.client.http_client(profile="demo"))
+reply = client.chat.completions.create(
+    model="demo-chat", messages=[{{"role": "user", "content": "Hello through Bastion"}}])
+print(reply.choices[0].message.content)
+"""
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            sys.exit(f"demo: {what} exited early (code {process.returncode}); see its output above")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    sys.exit(f"demo: {what} did not become ready at {url}")
+
+
+def bastion(*args: str, env: dict[str, str]) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "bastion", *args],
+        cwd=WORK,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        sys.exit(f"demo: bastion {args[0]} failed:\n{result.stdout}{result.stderr}")
+    return result.stdout
+
+
+def first_calls() -> None:
+    from openai import OpenAI
+
+    import bastion.client
+
+    client = OpenAI(
+        base_url=f"{URL}/v1",
+        api_key="unused",
+        http_client=bastion.client.http_client(profile="demo"),
+    )
+    reply = client.chat.completions.create(
+        model="demo-chat", messages=[{"role": "user", "content": "Hello through Bastion"}]
+    )
+    print(f"  completion: {reply.choices[0].message.content}")
+    stream = client.chat.completions.create(
+        model="demo-chat",
+        messages=[{"role": "user", "content": "Stream this through Bastion"}],
+        stream=True,
+    )
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    print(f"  streamed:   {text}")
+    print(f"  models alice may use: {', '.join(m.id for m in client.models.list())}")
+
+
+def main() -> None:
+    for port in (PORT, UPSTREAM_PORT):
+        if not port_free(port):
+            sys.exit(f"demo: port {port} is busy (set DEMO_PORT / DEMO_UPSTREAM_PORT)")
+    WORK.mkdir(exist_ok=True)
+    env = {**os.environ, "EXAMPLE_UPSTREAM_KEY": "demo-" + secrets.token_urlsafe(16)}
+    env["PYTHONPATH"] = str(ROOT)
+    from bastion.config import example_config_text
+
+    config = example_config_text().replace("127.0.0.1:8081", f"127.0.0.1:{UPSTREAM_PORT}")
+    (WORK / "bastion.yaml").write_text(config, encoding="utf-8")
+    bastion("init", env=env)
+    bastion("config", "check", env=env)
+
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        children.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(ROOT / "examples" / "upstream.py"),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(UPSTREAM_PORT),
+                ],
+                env=env,
+            )
+        )
+        wait_ready(f"http://127.0.0.1:{UPSTREAM_PORT}/healthz", children[0], "example upstream")
+        print(f"stand-in upstream (not a model) on 127.0.0.1:{UPSTREAM_PORT}")
+
+        key_out = bastion(
+            "login",
+            "--server",
+            URL,
+            "--principal",
+            "alice",
+            "--profile",
+            "demo",
+            "--print-public-key",
+            env=env,
+        )
+        (WORK / "alice-demo.pub.json").write_text(key_out.strip().splitlines()[-1])
+        bastion("key", "enroll", "alice", str(WORK / "alice-demo.pub.json"), env=env)
+        print("enrolled a device key for alice (profile 'demo')")
+
+        children.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bastion",
+                    "serve",
+                    "--port",
+                    str(PORT),
+                    "--log-level",
+                    "warning",
+                ],
+                cwd=WORK,
+                env=env,
+            )
+        )
+        wait_ready(f"{URL}/readyz", children[1], "bastion serve")
+        print(f"\nBastion is serving on {URL}. First calls through it:")
+        first_calls()
+        print("\nCall it yourself (from this checkout, with .venv/bin/python):\n")
+        print(SNIPPET)
+        print(
+            "Watch the audit events:  .venv/bin/bastion --config .bastion-demo/bastion.yaml "
+            "--state-dir .bastion-demo/.bastion events tail -f"
+        )
+        print(
+            "Lock alice:               .venv/bin/bastion --config .bastion-demo/bastion.yaml "
+            "--state-dir .bastion-demo/.bastion lock principal alice --reason demo"
+        )
+        print("\nCtrl-C stops the demo.")
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+if __name__ == "__main__":
+    main()

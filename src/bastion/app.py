@@ -1,0 +1,186 @@
+"""``create_app``: the only place that wires Bastion together.
+
+The returned ASGI app routes ``/v1/*`` straight to the gateway's plain-ASGI hot path and
+everything else (token endpoint, enrollment, metadata, health) to a small Starlette app. The
+lifespan loads the first snapshot, starts the state poller and the audit writer, and on shutdown
+flushes the audit queue before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from bastion.audit.recorder import AuditRecorder
+from bastion.config import load_config
+from bastion.gateway.asgi import Gateway, GatewayLimits
+from bastion.gateway.auth import Authenticator
+from bastion.gateway.net import parse_networks, source_ip
+from bastion.gateway.proxy import UpstreamProxy
+from bastion.gateway.streams import StreamRegistry
+from bastion.identity.access_tokens import AccessTokenCodec
+from bastion.identity.dpop import DPoPVerifier
+from bastion.identity.endpoints import IdentityEndpoints
+from bastion.identity.keys import IssuerKey
+from bastion.identity.principals import PrincipalService
+from bastion.identity.replay import MemoryReplayCache
+from bastion.identity.service import TokenService
+from bastion.policy.holder import SnapshotHolder
+from bastion.settings import Settings
+from bastion.store import Store
+from bastion.sync import StateSync, sync_config_principals
+
+log = logging.getLogger("bastion")
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What the entry points share; tests reach in through ``app.state.services``."""
+
+    settings: Settings
+    store: Store
+    holder: SnapshotHolder
+    sync: StateSync
+    recorder: AuditRecorder
+    streams: StreamRegistry
+    principals: PrincipalService
+    tokens: TokenService
+    issuer: IssuerKey
+
+
+class BastionApp:
+    """Dispatch ``/v1/`` to the gateway (no routing layer on the hot path), the rest to Starlette."""
+
+    def __init__(self, gateway: Gateway, control: Starlette, services: Services) -> None:
+        self.gateway = gateway
+        self.control = control
+        self.services = services
+        self.state = control.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            await self.gateway(scope, receive, send)
+        else:
+            await self.control(scope, receive, send)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    upstream_transport: httpx.AsyncBaseTransport | None = None,
+    env: Mapping[str, str] | None = None,
+) -> BastionApp:
+    """Build every service once and wire them; ``env`` (default: the process environment) is
+    where upstream API keys are read from."""
+    issuer_url = settings.public_url or "http://127.0.0.1:8080"
+    config = load_config(settings.config_file)
+    store = Store(settings.resolved_database_url)
+    store.migrate()
+    sync_config_principals(store, config, now=time.time())
+    issuer = IssuerKey.load_or_create(settings.issuer_key_file)
+    holder = SnapshotHolder()
+    streams = StreamRegistry()
+    holder.on_swap(streams.on_swap)
+    sync = StateSync(
+        store, holder, settings.config_file, env=env, poll_interval=settings.state_poll_interval
+    )
+    recorder = AuditRecorder(store, interval=settings.audit_batch_interval)
+    codec = AccessTokenCodec(issuer, issuer=issuer_url, audience=issuer_url)
+    dpop = DPoPVerifier(
+        MemoryReplayCache(), max_age=settings.dpop_max_age, clock_skew=settings.dpop_clock_skew
+    )
+    principals = PrincipalService(store)
+    tokens = TokenService(
+        store=store,
+        holder=holder,
+        codec=codec,
+        dpop=dpop,
+        assertion_replay=MemoryReplayCache(),
+        recorder=recorder,
+        audiences={issuer_url, issuer_url + "/oauth/token"},
+        access_ttl=settings.access_token_ttl,
+        refresh_ttl=settings.refresh_token_ttl,
+        on_change=sync.reload,
+    )
+    proxies = parse_networks(settings.trusted_proxies)
+    proxy = UpstreamProxy(upstream_transport)
+    gateway = Gateway(
+        holder=holder,
+        authenticator=Authenticator(codec, dpop),
+        proxy=proxy,
+        recorder=recorder,
+        streams=streams,
+        limits=GatewayLimits(
+            max_body_bytes=config.gateway.max_body_bytes,
+            max_header_bytes=config.gateway.max_header_bytes,
+        ),
+        public_url=issuer_url,
+        trusted_proxies=proxies,
+    )
+
+    def request_source(request: Request) -> str:
+        peer = request.client.host if request.client else ""
+        return source_ip(peer, request.headers.get("x-forwarded-for"), proxies)
+
+    identity = IdentityEndpoints(
+        tokens=tokens,
+        principals=principals,
+        dpop=dpop,
+        issuer=issuer,
+        issuer_url=lambda _request: issuer_url,
+        on_change=sync.reload,
+        source_ip=request_source,
+    )
+    services = Services(
+        settings, store, holder, sync, recorder, streams, principals, tokens, issuer
+    )
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        snapshot = holder.current
+        if snapshot is None:
+            return JSONResponse({"status": "no snapshot", "error": holder.last_error}, 503)
+        return JSONResponse(
+            {"status": "ready", "epoch": snapshot.epoch, "last_error": holder.last_error}
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        await sync.reload()
+        tasks = [asyncio.create_task(sync.run()), asyncio.create_task(recorder.run())]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await recorder.flush()
+            await proxy.aclose()
+            sync.deregister()
+            store.close()
+
+    control = Starlette(
+        routes=[
+            *identity.routes(),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    control.state.services = services
+    return BastionApp(gateway, control, services)

@@ -1,0 +1,180 @@
+"""Admin commands: principals, device keys and locks. Each calls a service and prints the result."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bastion.errors import BadRequest
+from bastion.identity.principals import PrincipalService
+from bastion.respond.locks import LOCK_TYPES, LockService
+from bastion.store import Store
+from bastion.store import state
+
+from .context import Context, actor, parse_duration
+
+out = Console()
+
+
+def when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def wait_for_enforcement(store: Store, epoch: int, timeout: float = 3.0) -> tuple[int, int]:
+    """Wait until every live gateway has applied ``epoch``; returns (applied, live)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with store.read() as conn:
+            live = [p for p in state.live_processes(conn, since=time.time() - 6.0)]
+        applied = sum(1 for p in live if p.epoch >= epoch)
+        if applied == len(live) or time.monotonic() > deadline:
+            return applied, len(live)
+        time.sleep(0.05)
+
+
+def _report(store: Store, epoch: int) -> None:
+    applied, live = wait_for_enforcement(store, epoch)
+    if live == 0:
+        out.print("no gateway is running; it will apply this when it starts")
+    elif applied == live:
+        out.print(f"enforced by {live} gateway(s) (epoch {epoch})")
+    else:
+        out.print(f"[yellow]applied by {applied} of {live} gateway(s) so far (epoch {epoch})[/]")
+
+
+def register(app: typer.Typer) -> None:
+    principal_app = typer.Typer(help="Manage principals (users and services).", no_args_is_help=True)
+    key_app = typer.Typer(help="Manage enrolled device keys.", no_args_is_help=True)
+    app.add_typer(principal_app, name="principal")
+    app.add_typer(key_app, name="key")
+
+    @principal_app.command("add")
+    def principal_add(
+        ctx: typer.Context,
+        name: str,
+        org: str = typer.Option(..., help="the org the principal belongs to"),
+        kind: str = typer.Option("user", help="user or service"),
+        code: bool = typer.Option(True, help="print a one-time enrollment code"),
+    ) -> None:
+        """Add a principal and print a one-time enrollment code for `bastion login`."""
+        c: Context = ctx.obj
+        service = PrincipalService(c.store)
+        service.add(c.config, name, kind=kind, org=org, author=actor())
+        out.print(f"added {kind} {name} in org {org}")
+        if code:
+            _print_code(service, name)
+
+    @principal_app.command("code")
+    def principal_code(ctx: typer.Context, name: str) -> None:
+        """Issue a new one-time enrollment code (valid 15 minutes)."""
+        c: Context = ctx.obj
+        _print_code(PrincipalService(c.store), name)
+
+    @principal_app.command("list")
+    def principal_list(ctx: typer.Context) -> None:
+        """List principals."""
+        c: Context = ctx.obj
+        table = Table("name", "kind", "org", "source", "disabled", "created")
+        for row in PrincipalService(c.store).list():
+            table.add_row(
+                row.name, row.kind, row.org, row.source, str(row.disabled), when(row.created_at)
+            )
+        out.print(table)
+
+    @key_app.command("enroll")
+    def key_enroll(
+        ctx: typer.Context,
+        principal: str,
+        public_key: Path = typer.Argument(..., help="file holding the public JWK (JSON)"),
+    ) -> None:
+        """Enroll a device's public key for a principal directly (no code needed)."""
+        c: Context = ctx.obj
+        try:
+            jwk = orjson.loads(public_key.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            raise BadRequest(f"{public_key}: not a readable JSON file") from None
+        jkt = PrincipalService(c.store).enroll(principal, jwk, author=actor())
+        out.print(f"enrolled key {jkt} for {principal}")
+
+    @key_app.command("list")
+    def key_list(ctx: typer.Context, principal: str) -> None:
+        """List a principal's device keys."""
+        c: Context = ctx.obj
+        table = Table("thumbprint (jkt)", "alg", "enrolled", "revoked")
+        for row in PrincipalService(c.store).keys(principal):
+            table.add_row(row.jkt, row.alg, when(row.created_at), when(row.revoked_at))
+        out.print(table)
+
+    @key_app.command("revoke")
+    def key_revoke(
+        ctx: typer.Context, jkt: str, reason: str = typer.Option(..., help="why")
+    ) -> None:
+        """Revoke a device key: its tokens stop working on the next request."""
+        c: Context = ctx.obj
+        PrincipalService(c.store).revoke_key(jkt, author=actor(), reason=reason)
+        out.print(f"revoked key {jkt}")
+
+    @app.command()
+    def lock(
+        ctx: typer.Context,
+        target_type: str = typer.Argument(..., help=f"one of: {', '.join(LOCK_TYPES)}"),
+        target: str = typer.Argument("*", help="name, thumbprint or family id (omit for 'all')"),
+        reason: str = typer.Option(..., help="why (recorded in the audit log)"),
+        ttl: str | None = typer.Option(None, help="expire after e.g. 30m, 4h, 2d"),
+    ) -> None:
+        """Lock a target: refused on its next request, open streams cut."""
+        c: Context = ctx.obj
+        seconds = parse_duration(ttl) if ttl else None
+        row, epoch = LockService(c.store).lock(
+            target_type, target, reason=reason, author=actor(), ttl=seconds
+        )
+        expiry = f", expires {when(row.expires_at)} UTC" if row.expires_at else ""
+        out.print(f"locked {row.target_type} {row.target} ({row.id}{expiry})")
+        _report(c.store, epoch)
+
+    @app.command()
+    def unlock(
+        ctx: typer.Context,
+        target_type: str = typer.Argument(..., help=f"one of: {', '.join(LOCK_TYPES)}"),
+        target: str = typer.Argument("*"),
+        reason: str = typer.Option("", help="why (recorded in the audit log)"),
+    ) -> None:
+        """Release every active lock on a target."""
+        c: Context = ctx.obj
+        released, epoch = LockService(c.store).unlock(
+            target_type, target, author=actor(), reason=reason
+        )
+        out.print(f"unlocked {target_type} {target} ({', '.join(r.id for r in released)})")
+        _report(c.store, epoch)
+
+    @app.command()
+    def locks(ctx: typer.Context) -> None:
+        """List active locks."""
+        c: Context = ctx.obj
+        table = Table("id", "type", "target", "reason", "author", "since", "expires")
+        for row in LockService(c.store).active():
+            table.add_row(
+                row.id,
+                row.target_type,
+                row.target,
+                row.reason,
+                row.author,
+                when(row.created_at),
+                when(row.expires_at),
+            )
+        out.print(table)
+
+
+def _print_code(service: PrincipalService, name: str) -> None:
+    code = service.issue_code(name, author=actor())
+    out.print(f"one-time enrollment code for {name} (valid 15 minutes):")
+    out.print(code, markup=False, highlight=False)
+    out.print(f"on the device: bastion login --server URL --principal {name} --code CODE")

@@ -1,0 +1,52 @@
+"""What every command needs, built once per invocation from flags and ``BASTION_*`` variables."""
+
+from __future__ import annotations
+
+import getpass
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from bastion.config import BastionConfig, load_config
+from bastion.errors import BadRequest
+from bastion.settings import Settings
+from bastion.store import Store
+
+_DURATION = re.compile(r"^(\d+)([smhd]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """``90``, ``90s``, ``15m``, ``4h``, ``2d`` → seconds."""
+    match = _DURATION.match(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise BadRequest(f"invalid duration {text!r}: use a positive number with s, m, h or d")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:
+        return "cli:unknown"
+
+
+@dataclass
+class Context:
+    config_file: Path | None = None
+    state_dir: Path | None = None
+
+    @cached_property
+    def settings(self) -> Settings:
+        return Settings.from_env(config_file=self.config_file, state_dir=self.state_dir)
+
+    @cached_property
+    def config(self) -> BastionConfig:
+        return load_config(self.settings.config_file)
+
+    @cached_property
+    def store(self) -> Store:
+        store = Store(self.settings.resolved_database_url)
+        store.migrate()
+        return store

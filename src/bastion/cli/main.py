@@ -1,0 +1,75 @@
+"""The ``bastion`` command: thin Typer commands over the shared services.
+
+Errors are rendered here once: a ``BastionError`` prints its message (config errors one problem
+per line) and exits 1; anything else prints "internal error" and exits 2, with the traceback only
+when ``BASTION_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import click
+import typer
+from rich.console import Console
+
+from bastion.errors import BastionError, ConfigError
+
+from . import admin, client_cmds, events, server
+from .context import Context
+
+app = typer.Typer(
+    name="bastion",
+    help="Bastion: a zero-trust access gateway for restricted AI models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="bastion.yaml to use (default: ./bastion.yaml or $BASTION_CONFIG)"
+    ),
+    state_dir: Path | None = typer.Option(
+        None, "--state-dir", help="state directory (default: ./.bastion or $BASTION_STATE_DIR)"
+    ),
+) -> None:
+    ctx.obj = Context(config_file=config, state_dir=state_dir)
+
+
+server.register(app)
+admin.register(app)
+client_cmds.register(app)
+events.register(app)
+
+
+def main() -> None:
+    err = Console(stderr=True)
+    try:
+        app(standalone_mode=False)
+    except BastionError as error:
+        if isinstance(error, ConfigError):
+            err.print(f"[red]error:[/] invalid configuration ({error.file})", highlight=False)
+            for problem in error.problems:
+                err.print(f"  {problem}", highlight=False, markup=False)
+        else:
+            err.print(f"[red]error:[/] {error.message}", highlight=False)
+        sys.exit(1)
+    except (typer.Abort, KeyboardInterrupt):
+        sys.exit(130)
+    except typer.Exit as exit_:
+        sys.exit(exit_.exit_code)
+    except Exception as error:
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(error.exit_code)
+        if os.environ.get("BASTION_DEBUG") == "1":
+            traceback.print_exc()
+        err.print("[red]error:[/] internal error (set BASTION_DEBUG=1 for details)")
+        sys.exit(2)

@@ -1,0 +1,94 @@
+"""``bastion init``, ``bastion config check`` and ``bastion serve``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from bastion.config import example_config_text, load_config
+from bastion.identity.keys import IssuerKey
+
+from .context import Context
+
+out = Console()
+
+
+def register(app: typer.Typer) -> None:
+    config_app = typer.Typer(help="Validate configuration.", no_args_is_help=True)
+    app.add_typer(config_app, name="config")
+
+    @app.command()
+    def init(
+        ctx: typer.Context,
+        force: bool = typer.Option(False, help="overwrite an existing bastion.yaml"),
+    ) -> None:
+        """Write a commented example bastion.yaml and create the state directory."""
+        c: Context = ctx.obj
+        settings = c.settings
+        config_file = settings.config_file
+        if config_file.exists() and not force:
+            out.print(f"kept existing {config_file} (use --force to overwrite)")
+        else:
+            config_file.write_text(example_config_text(), encoding="utf-8")
+            out.print(f"wrote {config_file}")
+        settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(settings.state_dir, 0o700)
+        IssuerKey.load_or_create(settings.issuer_key_file)
+        out.print(f"issuer key {settings.issuer_key_file} (mode 0600)")
+        c.store.migrate()
+        out.print(f"database ready ({c.store.backend})")
+        out.print("next: bastion config check && bastion serve")
+
+    @config_app.command("check")
+    def check(ctx: typer.Context) -> None:
+        """Validate bastion.yaml without starting anything."""
+        c: Context = ctx.obj
+        config = load_config(c.settings.config_file)
+        missing = sorted(
+            {u.api_key_env for u in config.upstreams.values() if u.api_key_env}
+            - set(os.environ)
+        )
+        out.print(
+            f"{c.settings.config_file}: ok — {len(config.upstreams)} upstreams, "
+            f"{len(config.models)} models, {len(config.compartments)} compartments, "
+            f"{len(config.orgs)} orgs, {len(config.principals)} principals"
+        )
+        for name in missing:
+            out.print(f"[yellow]warning:[/] {name} is not set: its upstream will refuse requests")
+
+    @app.command()
+    def serve(
+        ctx: typer.Context,
+        host: str = typer.Option("127.0.0.1", help="address to listen on"),
+        port: int = typer.Option(8080, min=1, max=65535, help="port to listen on"),
+        public_url: str | None = typer.Option(
+            None, help="the URL clients use (default: http://HOST:PORT or $BASTION_PUBLIC_URL)"
+        ),
+        log_level: str = typer.Option("info", help="uvicorn log level"),
+    ) -> None:
+        """Run the gateway and authorization server."""
+        import uvicorn
+
+        from bastion.app import create_app
+        from bastion.settings import Settings
+
+        c: Context = ctx.obj
+        url = public_url or os.environ.get("BASTION_PUBLIC_URL") or f"http://{host}:{port}"
+        settings = Settings.from_env(
+            config_file=c.config_file, state_dir=c.state_dir, public_url=url.rstrip("/")
+        )
+        settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        app = create_app(settings)
+        out.print(f"Bastion serving on {url} (state: {Path(settings.state_dir).resolve()})")
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level=log_level,
+            access_log=False,
+            server_header=False,
+            proxy_headers=False,
+        )

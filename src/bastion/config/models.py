@@ -1,0 +1,451 @@
+"""The shape of ``bastion.yaml`` (version 1) as frozen pydantic models.
+
+Every model forbids unknown keys and is frozen, so a typo is an error rather than a silently
+ignored setting, and a loaded config cannot drift after validation. Scalars are strict (``"60"``
+is not a number, ``"yes"`` is not a boolean, ``1`` is not a name): YAML already gives each value
+its type, and guessing would hide mistakes in a security boundary.
+
+Rules that span models (a model's upstream must be declared, a vendor may not hold a standing
+grant to a critical compartment, ...) live in model validators, so they hold for a config built in
+Python as much as for one read from a file. They raise :class:`ConfigProblems`, which carries one
+``(key path, message)`` pair per problem; the loader turns each pair into ``file:line: path: what``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from enum import StrEnum
+from functools import cached_property
+from typing import Annotated, Any, TypeAlias
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
+
+CONFIG_VERSION = 1
+KIB = 1024
+MIB = 1024 * KIB
+
+KeyPath: TypeAlias = tuple[str | int, ...]
+"""Where a value sits in the document: ``("models", 0, "upstream")`` is ``models[0].upstream``."""
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+_MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9._/:-]{0,62}")
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_SHOWN_CHARS = 60
+_MAX_UPSTREAM_MODEL = 256
+_MAX_URL = 2048
+
+
+# -- problem reporting ---------------------------------------------------------------------------
+
+
+def format_path(path: Sequence[str | int]) -> str:
+    """Render a key path the way a reader finds it in the file: ``models[0].upstream``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _PLAIN_KEY.fullmatch(part):
+            out += f".{part}" if out else part
+        else:
+            out += "[" + describe(part) + "]"
+    return out
+
+
+def describe(value: object) -> str:
+    """A short, safe rendering of a value for an error message.
+
+    Strings are quoted and cut at 60 characters, so a secret pasted in the wrong place is never
+    echoed whole; containers are named, never printed.
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        shown = value if len(value) <= _SHOWN_CHARS else value[:_SHOWN_CHARS] + "…"
+        return repr(shown)
+    if isinstance(value, int | float):
+        text = repr(value)
+        return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "…"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, bytes):
+        return "binary data"
+    return f"a {type(value).__name__} value"
+
+
+def suggest(word: object, choices: Iterable[str]) -> str | None:
+    """The closest of ``choices`` to a mistyped ``word``, if one is close enough to help."""
+    if not isinstance(word, str):
+        return None
+    matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+class ConfigProblems(ValueError):
+    """Raised by model validators: problems at key paths relative to the model that found them.
+
+    Pydantic keeps the exception in the error's context, so the loader can place every problem on
+    its own line instead of reporting one combined message at the model's line.
+    """
+
+    def __init__(self, problems: Sequence[tuple[KeyPath, str]]) -> None:
+        self.problems: tuple[tuple[KeyPath, str], ...] = tuple(problems)
+        super().__init__("; ".join(f"{format_path(p)}: {m}" for p, m in self.problems))
+
+
+# -- scalar types --------------------------------------------------------------------------------
+
+
+def _name(value: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise ValueError(
+            "must be 1-63 lowercase letters, digits, '.', '_' or '-', starting with a letter "
+            f"or digit (got {describe(value)})"
+        )
+    return value
+
+
+def _model_name(value: str) -> str:
+    if not _MODEL_NAME.fullmatch(value):
+        raise ValueError(
+            "must be 1-63 lowercase letters, digits, '.', '_', '-', '/' or ':', starting with a "
+            f"letter or digit (got {describe(value)})"
+        )
+    return value
+
+
+def _upstream_model(value: str) -> str:
+    if not value or len(value) > _MAX_UPSTREAM_MODEL or any(c.isspace() for c in value):
+        raise ValueError(
+            f"must be 1-{_MAX_UPSTREAM_MODEL} characters without spaces (got {describe(value)})"
+        )
+    if not value.isprintable():
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _env_name(value: str) -> str:
+    # Never echo the value: the usual mistake here is pasting the key itself.
+    if not _ENV_NAME.fullmatch(value):
+        raise ValueError(
+            "must be the NAME of an environment variable (capital letters, digits and '_', "
+            "e.g. OPENAI_API_KEY) that holds the key, never the key itself"
+        )
+    return value
+
+
+def _base_url(value: str) -> str:
+    """An http(s) URL with a host and no query, fragment or credentials; trailing '/' dropped."""
+    has_credentials = "@" in value.partition("://")[2].partition("/")[0]
+    shown = "" if has_credentials else f" (got {describe(value)})"
+    if len(value) > _MAX_URL or not value.isprintable() or any(c.isspace() for c in value):
+        raise ValueError(f"must be a URL without spaces, at most {_MAX_URL} characters{shown}")
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # parses the port, raising on a bad one
+    except ValueError:
+        raise ValueError(f"is not a valid URL{shown}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError(f"must start with http:// or https://{shown}")
+    if has_credentials:
+        raise ValueError(
+            "must not contain credentials (user:password@); name the key's environment "
+            "variable in api_key_env instead"
+        )
+    if not parts.hostname or (port is None and parts.netloc.endswith(":")):
+        raise ValueError(f"must name a host{shown}")
+    if "?" in value or "#" in value:
+        raise ValueError(f"must not have a query (?...) or fragment (#...){shown}")
+    return value.rstrip("/")
+
+
+def _version(value: int) -> int:
+    if value != CONFIG_VERSION:
+        raise ValueError(
+            f"unsupported version {describe(value)}: this Bastion reads version {CONFIG_VERSION}"
+        )
+    return value
+
+
+Name = Annotated[StrictStr, AfterValidator(_name)]
+ModelName = Annotated[StrictStr, AfterValidator(_model_name)]
+Seconds = Annotated[float, Field(strict=True, gt=0, le=3600)]
+Description = Annotated[StrictStr, Field(max_length=1000)]
+
+
+# -- enumerations --------------------------------------------------------------------------------
+
+
+class Level(StrEnum):
+    """How sensitive a compartment is, from least to most: declaration order is the order."""
+
+    OPEN = "open"
+    INTERNAL = "internal"
+    RESTRICTED = "restricted"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        """0 for ``open`` up to 3 for ``critical``; compare ranks, never the strings."""
+        return tuple(Level).index(self)
+
+
+class ApiStyle(StrEnum):
+    """The HTTP API an upstream speaks."""
+
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+
+
+class TokenBinding(StrEnum):
+    REQUIRED = "required"
+    OPTIONAL = "optional"
+
+
+class AuditMode(StrEnum):
+    """``required``: refuse requests when the audit log cannot record them (fail closed)."""
+
+    REQUIRED = "required"
+    BEST_EFFORT = "best-effort"
+
+
+class OrgKind(StrEnum):
+    INTERNAL = "internal"
+    VENDOR = "vendor"
+
+
+class PrincipalKind(StrEnum):
+    USER = "user"
+    SERVICE = "service"
+
+
+_STRICT_LEVELS = (Level.RESTRICTED, Level.CRITICAL)
+
+
+# -- models --------------------------------------------------------------------------------------
+
+
+class _Frozen(BaseModel):
+    # hide_input_in_errors: str(ValidationError) of a config built in Python never shows values.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
+class Upstream(_Frozen):
+    """An inference endpoint the gateway forwards to."""
+
+    base_url: Annotated[StrictStr, AfterValidator(_base_url)]
+    api: ApiStyle
+    api_key_env: Annotated[StrictStr, AfterValidator(_env_name)] | None = None
+    timeout_seconds: Seconds = 60.0
+    connect_timeout_seconds: Seconds = 5.0
+
+
+class Model(_Frozen):
+    """A model callers ask for by ``name``, served by an upstream, in exactly one compartment."""
+
+    name: ModelName
+    upstream: Name
+    # The default is never seen: the validator below fills in `name`; it stays "" only when
+    # `name` itself is invalid, so that one mistake is reported once.
+    upstream_model: Annotated[StrictStr, AfterValidator(_upstream_model)] = ""
+    compartment: Name
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upstream_model_defaults_to_name(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "upstream_model" not in data:
+            name = data.get("name")
+            if isinstance(name, str) and _MODEL_NAME.fullmatch(name):
+                return {**data, "upstream_model": name}
+        return data
+
+
+class Grants(_Frozen):
+    """Standing grants: who may use a compartment without asking."""
+
+    orgs: tuple[Name, ...] = ()
+    principals: tuple[Name, ...] = ()
+
+    @model_validator(mode="after")
+    def _no_repeats(self) -> Grants:
+        problems = [
+            ((key, index), f"{describe(name)} is listed twice")
+            for key, names in (("orgs", self.orgs), ("principals", self.principals))
+            for index, name in enumerate(names)
+            if name in names[:index]
+        ]
+        if problems:
+            raise ConfigProblems(problems)
+        return self
+
+
+class Compartment(_Frozen):
+    """A set of models sharing a level and its controls."""
+
+    level: Level
+    description: Description = ""
+    token_binding: TokenBinding = TokenBinding.REQUIRED
+    audit: AuditMode = AuditMode.REQUIRED
+    grants: Grants = Field(default_factory=Grants)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _audit_defaults_from_level(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "audit" not in data:
+            level = data.get("level")
+            if level in tuple(Level):
+                strict = Level(level) in _STRICT_LEVELS
+                return {**data, "audit": AuditMode.REQUIRED if strict else AuditMode.BEST_EFFORT}
+        return data
+
+    @model_validator(mode="after")
+    def _strict_levels_bind_tokens(self) -> Compartment:
+        if self.level in _STRICT_LEVELS and self.token_binding is not TokenBinding.REQUIRED:
+            raise ConfigProblems(
+                [
+                    (
+                        ("token_binding",),
+                        f"must be 'required' for a {self.level} compartment: stolen tokens "
+                        "must be useless without the device key",
+                    )
+                ]
+            )
+        return self
+
+
+class Org(_Frozen):
+    """The lab itself (``internal``) or a contractor (``vendor``)."""
+
+    kind: OrgKind
+    description: Description = ""
+
+
+class Principal(_Frozen):
+    """A user or a service, member of exactly one org."""
+
+    kind: PrincipalKind
+    org: Name
+    disabled: StrictBool = False
+
+
+class GatewayOptions(_Frozen):
+    """Request limits of the gateway's hot path."""
+
+    max_body_bytes: Annotated[StrictInt, Field(ge=KIB, le=64 * MIB)] = 4 * MIB
+    max_header_bytes: Annotated[StrictInt, Field(ge=KIB, le=MIB)] = 16 * KIB
+
+
+class BastionConfig(_Frozen):
+    """The whole of ``bastion.yaml``."""
+
+    version: Annotated[StrictInt, AfterValidator(_version)]
+    upstreams: Mapping[Name, Upstream] = Field(default_factory=dict)
+    models: tuple[Model, ...] = ()
+    compartments: Mapping[Name, Compartment] = Field(default_factory=dict)
+    orgs: Mapping[Name, Org] = Field(default_factory=dict)
+    principals: Mapping[Name, Principal] = Field(default_factory=dict)
+    gateway: GatewayOptions = Field(default_factory=GatewayOptions)
+
+    @cached_property
+    def _models_by_name(self) -> Mapping[str, Model]:
+        return {model.name: model for model in self.models}
+
+    def model(self, name: str) -> Model | None:
+        """The model callers know as ``name``, or None."""
+        return self._models_by_name.get(name)
+
+    def compartment_of(self, model_name: str) -> Compartment | None:
+        """The compartment holding the model ``model_name``, or None for an unknown model."""
+        model = self.model(model_name)
+        return None if model is None else self.compartments.get(model.compartment)
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> BastionConfig:
+        problems = [
+            *self._model_problems(),
+            *self._principal_problems(),
+            *self._grant_problems(),
+        ]
+        if not self.orgs:
+            problems.append((("orgs",), "declare at least one org: every principal belongs to one"))
+        if problems:
+            raise ConfigProblems(problems)
+        return self
+
+    def _model_problems(self) -> Iterator[tuple[KeyPath, str]]:
+        first: dict[str, int] = {}
+        for index, model in enumerate(self.models):
+            if model.name in first:
+                yield (
+                    ("models", index, "name"),
+                    f"duplicate model name {describe(model.name)} "
+                    f"(first declared at models[{first[model.name]}])",
+                )
+            first.setdefault(model.name, index)
+            if model.upstream not in self.upstreams:
+                message = _unknown("upstream", model.upstream, self.upstreams)
+                yield ("models", index, "upstream"), message
+            if model.compartment not in self.compartments:
+                message = _unknown("compartment", model.compartment, self.compartments)
+                yield ("models", index, "compartment"), message
+
+    def _principal_problems(self) -> Iterator[tuple[KeyPath, str]]:
+        for name, principal in self.principals.items():
+            if principal.org not in self.orgs:
+                yield ("principals", name, "org"), _unknown("org", principal.org, self.orgs)
+
+    def _grant_problems(self) -> Iterator[tuple[KeyPath, str]]:
+        for name, compartment in self.compartments.items():
+            critical = compartment.level is Level.CRITICAL
+            for index, org_name in enumerate(compartment.grants.orgs):
+                path: KeyPath = ("compartments", name, "grants", "orgs", index)
+                org = self.orgs.get(org_name)
+                if org is None:
+                    yield path, _unknown("org", org_name, self.orgs)
+                elif critical and org.kind is OrgKind.VENDOR:
+                    yield (
+                        path,
+                        (
+                            f"vendor org {describe(org_name)} may not hold a standing grant to a "
+                            "critical compartment"
+                        ),
+                    )
+            if not critical:
+                continue
+            for index, principal_name in enumerate(compartment.grants.principals):
+                principal = self.principals.get(principal_name)
+                org = self.orgs.get(principal.org) if principal is not None else None
+                if principal is not None and org is not None and org.kind is OrgKind.VENDOR:
+                    yield (
+                        ("compartments", name, "grants", "principals", index),
+                        (
+                            f"{describe(principal_name)} belongs to vendor org "
+                            f"{describe(principal.org)}, which may not hold a standing grant to a "
+                            "critical compartment"
+                        ),
+                    )
+
+
+def _unknown(kind: str, name: str, declared: Mapping[str, object]) -> str:
+    """``unknown upstream 'foo' (declared: local)``, with a suggestion when one is close."""
+    names = sorted(declared)
+    listed = ", ".join(names[:10]) + (", …" if len(names) > 10 else "") if names else "none"
+    message = f"unknown {kind} {describe(name)} (declared: {listed})"
+    close = suggest(name, names)
+    return f"{message}; did you mean {close!r}?" if close else message

@@ -1,0 +1,156 @@
+"""Bastion's one exception tree.
+
+Every error a caller or operator can see is a subclass of :class:`BastionError`, carrying an HTTP
+status and a stable machine-readable ``code``. Entry points render them in exactly one place each
+(the gateway in ``gateway/responses.py``, the token endpoint in ``identity/endpoints.py``, the CLI in
+``cli/main.py``); anything that is not a ``BastionError`` is logged and becomes a plain 500.
+
+::
+
+    BastionError (500 internal_error)
+    ├── ConfigError (config_invalid)               file, line, key path, what is wrong
+    ├── AuthenticationError (401)                  rendered with WWW-Authenticate
+    │   ├── InvalidToken (invalid_token)
+    │   └── InvalidDPoPProof (invalid_dpop_proof)
+    ├── OAuthError (400)                           RFC 6749 §5.2 shape at /oauth/*
+    │   ├── InvalidRequest (invalid_request)
+    │   ├── InvalidClient (invalid_client, 401)
+    │   ├── InvalidGrant (invalid_grant)
+    │   └── UnsupportedGrantType (unsupported_grant_type)
+    ├── AccessDenied (403 access_denied)           carries the decision's reasons
+    ├── NotFound (404 not_found)
+    │   └── UnknownModel (model_not_found)
+    ├── BadRequest (400 invalid_request)
+    │   ├── InvalidJSON (invalid_json)
+    │   ├── BodyTooLarge (413 body_too_large)
+    │   └── HeadersTooLarge (431 headers_too_large)
+    ├── Conflict (409 conflict)
+    ├── Unavailable (503 unavailable)
+    └── UpstreamError (502 upstream_error)
+        └── UpstreamTimeout (504 upstream_timeout)
+
+Messages are written for the person reading them and never contain a token, a proof, a key or
+a prompt: callers build them from names and reasons only.
+"""
+
+from __future__ import annotations
+
+
+class BastionError(Exception):
+    """Base of every error Bastion shows to a caller or an operator."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigError(BastionError):
+    """A configuration file is invalid: names the file, the line and the key path."""
+
+    code = "config_invalid"
+
+    def __init__(self, file: str, problems: list[str]) -> None:
+        self.file = file
+        self.problems = problems
+        super().__init__(f"{file}: " + "; ".join(problems))
+
+
+class AuthenticationError(BastionError):
+    """The caller is not authenticated; rendered with ``WWW-Authenticate: DPoP error=...``."""
+
+    status = 401
+    code = "invalid_token"
+
+
+class InvalidToken(AuthenticationError):
+    code = "invalid_token"
+
+
+class InvalidDPoPProof(AuthenticationError):
+    code = "invalid_dpop_proof"
+
+
+class OAuthError(BastionError):
+    """An error of the token or enrollment endpoint, in the RFC 6749 §5.2 shape."""
+
+    status = 400
+    code = "invalid_request"
+
+
+class InvalidRequest(OAuthError):
+    code = "invalid_request"
+
+
+class InvalidClient(OAuthError):
+    status = 401
+    code = "invalid_client"
+
+
+class InvalidGrant(OAuthError):
+    code = "invalid_grant"
+
+
+class UnsupportedGrantType(OAuthError):
+    code = "unsupported_grant_type"
+
+
+class AccessDenied(BastionError):
+    """Policy, a lock or a control said no. ``reasons`` are values of ``policy.Reason``."""
+
+    status = 403
+    code = "access_denied"
+
+    def __init__(self, message: str, reasons: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.reasons = reasons
+
+
+class NotFound(BastionError):
+    status = 404
+    code = "not_found"
+
+
+class UnknownModel(NotFound):
+    code = "model_not_found"
+
+
+class BadRequest(BastionError):
+    status = 400
+    code = "invalid_request"
+
+
+class InvalidJSON(BadRequest):
+    code = "invalid_json"
+
+
+class BodyTooLarge(BadRequest):
+    status = 413
+    code = "body_too_large"
+
+
+class HeadersTooLarge(BadRequest):
+    status = 431
+    code = "headers_too_large"
+
+
+class Conflict(BastionError):
+    status = 409
+    code = "conflict"
+
+
+class Unavailable(BastionError):
+    status = 503
+    code = "unavailable"
+
+
+class UpstreamError(BastionError):
+    status = 502
+    code = "upstream_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"

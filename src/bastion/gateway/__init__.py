@@ -1,0 +1,1 @@
+"""The gateway: the plain-ASGI hot path and the upstream proxy."""

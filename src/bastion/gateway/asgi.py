@@ -1,0 +1,413 @@
+"""The gateway hot path, in plain ASGI: identify → gather facts → decide → forward or deny.
+
+No database call happens here. Everything a decision needs comes from the current snapshot (taken
+once per request); the audit event goes to the recorder's queue. Each request ends in exactly one
+``request.decided`` event, whatever happened.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import anyio
+import httpx
+import orjson
+from starlette.types import Message, Receive, Scope, Send
+
+from bastion.audit.events import RequestDecided, new_event_id
+from bastion.audit.recorder import AuditRecorder
+from bastion.errors import (
+    AccessDenied,
+    AuthenticationError,
+    BadRequest,
+    BastionError,
+    BodyTooLarge,
+    HeadersTooLarge,
+    InvalidJSON,
+    NotFound,
+    Unavailable,
+    UnknownModel,
+    UpstreamError,
+)
+from bastion.policy.authorize import Caller, RequestFacts, authorize, authorize_many, check_locks
+from bastion.policy.decision import Decision, Reason
+from bastion.policy.holder import SnapshotHolder
+from bastion.policy.snapshot import ModelRoute, Snapshot
+
+from .auth import Authenticator, request_url
+from .net import Network, source_ip
+from .proxy import UpstreamProxy, response_headers
+from .responses import JSON_HEADERS, error_body, send_error, send_json
+from .streams import OpenStream, StreamRegistry
+from .usage import UsageMeter
+
+log = logging.getLogger("bastion.gateway")
+
+# (method, path) -> API style the route speaks; None for the model list.
+ROUTES: dict[tuple[str, str], str | None] = {
+    ("POST", "/v1/chat/completions"): "openai",
+    ("POST", "/v1/completions"): "openai",
+    ("POST", "/v1/embeddings"): "openai",
+    ("POST", "/v1/messages"): "anthropic",
+    ("GET", "/v1/models"): None,
+}
+PATHS = frozenset(path for _, path in ROUTES)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayLimits:
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_header_bytes: int = 16 * 1024
+
+
+@dataclass(slots=True)
+class Exchange:
+    """What one request did, gathered as it goes, for its audit event."""
+
+    route: str
+    source_ip: str
+    started: float
+    event_id: str = field(default_factory=new_event_id)
+    caller: Caller | None = None
+    model: str | None = None
+    compartment: str | None = None
+    decision: Decision | None = None
+    status: int = 0
+    outcome: str = "denied"
+    stream: bool = False
+    meter: UsageMeter | None = None
+
+    def event(self) -> RequestDecided:
+        decision = self.decision
+        return RequestDecided(
+            id=self.event_id,
+            principal=self.caller.principal if self.caller else None,
+            org=self.caller.org if self.caller else None,
+            model=self.model,
+            compartment=self.compartment,
+            route=self.route,
+            allowed=bool(decision and decision.allowed),
+            reasons=tuple(decision.reasons) if decision else (),
+            policies=decision.policies if decision else (),
+            epoch=decision.epoch if decision else None,
+            source_ip=self.source_ip,
+            family=self.caller.family if self.caller else None,
+            jkt=self.caller.jkt if self.caller else None,
+            status=self.status,
+            outcome=self.outcome,
+            stream=self.stream,
+            tokens_in=self.meter.tokens_in if self.meter else None,
+            tokens_out=self.meter.tokens_out if self.meter else None,
+            latency_ms=round((time.perf_counter() - self.started) * 1000, 3),
+        )
+
+
+@dataclass(slots=True)
+class _Headers:
+    authorization: list[bytes] = field(default_factory=list)
+    dpop: list[bytes] = field(default_factory=list)
+    host: str | None = None
+    forwarded_for: str | None = None
+    content_length: int | None = None
+    size: int = 0
+
+
+def _scan_headers(raw: list[tuple[bytes, bytes]]) -> _Headers:
+    found = _Headers()
+    for name, value in raw:
+        found.size += len(name) + len(value)
+        if name == b"authorization":
+            found.authorization.append(value)
+        elif name == b"dpop":
+            found.dpop.append(value)
+        elif name == b"host":
+            found.host = value.decode("latin-1")
+        elif name == b"x-forwarded-for":
+            found.forwarded_for = value.decode("latin-1")
+        elif name == b"content-length":
+            try:
+                found.content_length = int(value)
+            except ValueError:
+                raise BadRequest("invalid Content-Length header") from None
+    return found
+
+
+class Gateway:
+    def __init__(
+        self,
+        *,
+        holder: SnapshotHolder,
+        authenticator: Authenticator,
+        proxy: UpstreamProxy,
+        recorder: AuditRecorder,
+        streams: StreamRegistry,
+        limits: GatewayLimits,
+        public_url: str = "",
+        trusted_proxies: tuple[Network, ...] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._holder = holder
+        self._auth = authenticator
+        self._proxy = proxy
+        self._recorder = recorder
+        self._streams = streams
+        self._limits = limits
+        self._public_url = public_url
+        self._proxies = trusted_proxies
+        self._clock = clock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        peer = scope.get("client") or ("", 0)
+        exchange = Exchange(route=f"{method} {path}", source_ip=peer[0], started=time.perf_counter())
+        started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                exchange.status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-bastion-event", exchange.event_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self._handle(scope, receive, tracked_send, exchange, method, path)
+        except BastionError as error:
+            exchange.outcome = "denied" if error.status in (401, 403, 404) else "error"
+            if not started:
+                await send_error(tracked_send, error)
+        except Exception:
+            log.exception("unexpected gateway error on %s", exchange.route)
+            exchange.outcome = "error"
+            if not started:
+                await send_error(tracked_send, BastionError("internal error"))
+        finally:
+            self._recorder.record(exchange.event())
+
+    async def _handle(
+        self, scope: Scope, receive: Receive, send: Send, exchange: Exchange, method: str, path: str
+    ) -> None:
+        if (method, path) not in ROUTES:
+            if path in PATHS:
+                raise BadRequest(f"method {method} is not allowed on {path}")
+            raise NotFound(f"no such endpoint: {path[:100]}")
+        api = ROUTES[(method, path)]
+        headers = _scan_headers(scope["headers"])
+        if headers.size > self._limits.max_header_bytes:
+            raise HeadersTooLarge("request headers are too large")
+        exchange.source_ip = source_ip(exchange.source_ip, headers.forwarded_for, self._proxies)
+        now = self._clock()
+        url = request_url(
+            self._public_url, scope.get("scheme", "http"), headers.host, scope.get("server"), path
+        )
+        claims = self._auth.authenticate(
+            authorization=headers.authorization, dpop=headers.dpop, method=method, url=url, now=now
+        )
+        snapshot = self._holder.current
+        if snapshot is None:
+            exchange.decision = Decision.deny(Reason.NO_SNAPSHOT, 0)
+            raise Unavailable("the gateway has no policy snapshot yet; refusing all requests")
+        exchange.caller = self._caller(snapshot, claims.sub, claims.jkt, claims.family)
+        facts = RequestFacts(token_bound=True, source_ip=exchange.source_ip, api=api or "list")
+        if api is None:
+            await self._list_models(snapshot, exchange, facts, send, now)
+            return
+        body = await self._read_body(receive, headers.content_length)
+        route, payload = self._route(snapshot, body, api, exchange)
+        self._decide(snapshot, exchange, route, facts, now)
+        exchange.stream = payload.get("stream") is True
+        await self._forward(scope, send, exchange, route, payload, body)
+
+    def _caller(self, snapshot: Snapshot, principal: str, jkt: str, family: str) -> Caller:
+        facts = snapshot.principals.get(principal)
+        if facts is None:
+            raise AuthenticationError("the token's principal no longer exists")
+        if snapshot.device_key(principal, jkt) is None:
+            raise AuthenticationError("the token's device key is no longer enrolled")
+        return Caller(principal=principal, org=facts.org, jkt=jkt, family=family)
+
+    async def _read_body(self, receive: Receive, declared: int | None) -> bytes:
+        limit = self._limits.max_body_bytes
+        if declared is not None and declared > limit:
+            raise BodyTooLarge(f"request body exceeds {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise BadRequest("client disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(f"request body exceeds {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    def _route(
+        self, snapshot: Snapshot, body: bytes, api: str, exchange: Exchange
+    ) -> tuple[ModelRoute, dict[str, object]]:
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise InvalidJSON("request body is not valid JSON") from None
+        if not isinstance(payload, dict):
+            raise InvalidJSON("request body must be a JSON object")
+        model = payload.get("model")
+        if not isinstance(model, str) or not model:
+            raise BadRequest("request body needs a 'model' string")
+        route = snapshot.models.get(model)
+        if route is None:
+            raise UnknownModel(f"unknown model {model[:100]!r}")
+        exchange.model, exchange.compartment = route.name, route.compartment
+        if route.api != api:
+            raise BadRequest(
+                f"model {route.name!r} speaks the {route.api} API; "
+                f"call {'/v1/messages' if route.api == 'anthropic' else '/v1/chat/completions'}"
+            )
+        return route, payload
+
+    def _decide(
+        self,
+        snapshot: Snapshot,
+        exchange: Exchange,
+        route: ModelRoute,
+        facts: RequestFacts,
+        now: float,
+    ) -> None:
+        assert exchange.caller is not None
+        decision = check_locks(snapshot, exchange.caller, route.compartment, now) or authorize(
+            snapshot, exchange.caller, route.name, facts
+        )
+        exchange.decision = decision
+        if not decision.allowed:
+            raise AccessDenied(
+                f"access to model {route.name!r} denied ({', '.join(decision.reasons)})",
+                tuple(decision.reasons),
+            )
+
+    async def _list_models(
+        self, snapshot: Snapshot, exchange: Exchange, facts: RequestFacts, send: Send, now: float
+    ) -> None:
+        assert exchange.caller is not None
+        locked = check_locks(snapshot, exchange.caller, None, now)
+        if locked is not None:
+            exchange.decision = locked
+            raise AccessDenied("access denied (" + ", ".join(locked.reasons) + ")", locked.reasons)
+        names = sorted(snapshot.models)
+        decisions = authorize_many(snapshot, exchange.caller, names, facts)
+        visible = [
+            name
+            for name, decision in zip(names, decisions, strict=True)
+            if decision.allowed
+            and check_locks(snapshot, exchange.caller, snapshot.models[name].compartment, now)
+            is None
+        ]
+        exchange.decision = Decision(True, (Reason.GRANTED,), ("list",), snapshot.epoch)
+        exchange.outcome = "completed"
+        data = [
+            {
+                "id": name,
+                "object": "model",
+                "type": "model",
+                "display_name": name,
+                "created": 0,
+                "created_at": "1970-01-01T00:00:00Z",
+                "owned_by": "bastion",
+            }
+            for name in visible
+        ]
+        body = orjson.dumps(
+            {
+                "object": "list",
+                "data": data,
+                "has_more": False,
+                "first_id": visible[0] if visible else None,
+                "last_id": visible[-1] if visible else None,
+            }
+        )
+        await send_json(send, 200, body, JSON_HEADERS)
+
+    async def _forward(
+        self,
+        scope: Scope,
+        send: Send,
+        exchange: Exchange,
+        route: ModelRoute,
+        payload: dict[str, object],
+        body: bytes,
+    ) -> None:
+        assert exchange.caller is not None
+        if route.upstream_model != route.name:
+            body = orjson.dumps({**payload, "model": route.upstream_model})
+        response = await self._proxy.open(route, "POST", scope["path"], scope["headers"], body)
+        try:
+            if response.status_code in (401, 403):
+                raise UpstreamError(
+                    f"upstream {route.upstream!r} refused Bastion's credentials "
+                    f"(status {response.status_code})"
+                )
+            if response.status_code >= 500:
+                raise UpstreamError(
+                    f"upstream {route.upstream!r} failed (status {response.status_code})"
+                )
+            content_type = response.headers.get("content-type", "")
+            event_stream = content_type.startswith("text/event-stream")
+            exchange.meter = UsageMeter(route.api, event_stream)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status_code,
+                    "headers": response_headers(response),
+                }
+            )
+            await self._pump(send, exchange, route, response, event_stream)
+        finally:
+            await response.aclose()
+
+    async def _pump(
+        self, send: Send, exchange: Exchange, route: ModelRoute, response: httpx.Response, sse: bool
+    ) -> None:
+        """Copy the upstream body to the caller chunk by chunk; a lock cuts it."""
+        assert exchange.caller is not None and exchange.meter is not None
+        meter = exchange.meter
+        scope = anyio.CancelScope()
+        stream = OpenStream(exchange.caller, route.compartment, scope)
+        key = self._streams.open(stream)
+        exchange.outcome = "completed"
+        tail = b""
+        try:
+            with scope:
+                async for chunk in self._proxy.chunks(response, route):
+                    meter.feed(chunk)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except UpstreamError as error:
+            exchange.outcome = "error"
+            tail = _stream_error(error, sse)
+        finally:
+            self._streams.close(key)
+        meter.finish()
+        if stream.cut_reason is not None:
+            exchange.outcome = "cut"
+            if exchange.decision is not None:  # keep the allow, add why it was cut
+                exchange.decision = replace(
+                    exchange.decision, reasons=(*exchange.decision.reasons, stream.cut_reason)
+                )
+            tail = _stream_error(
+                AccessDenied(f"stream ended: {stream.cut_reason}", (stream.cut_reason,)), sse
+            )
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+
+def _stream_error(error: BastionError, sse: bool) -> bytes:
+    """A final SSE ``error`` event (both SDKs raise on it); nothing for a plain body."""
+    if not sse:
+        return b""
+    return b"event: error\ndata: " + error_body(error) + b"\n\n"

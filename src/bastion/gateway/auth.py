@@ -1,0 +1,74 @@
+"""Authenticating a gateway request: a DPoP-bound access token plus a fresh DPoP proof.
+
+Order of checks: exactly one ``Authorization`` header with the ``DPoP`` scheme (``Bearer`` is
+refused: every Bastion token is sender-constrained), the access token (RFC 9068, cached after its
+first signature check), the DPoP proof (RFC 9449 §4.3, replay cache last), and the binding of the
+proof key to the token's ``cnf.jkt``. Failures raise ``AuthenticationError`` subclasses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bastion.errors import InvalidDPoPProof, InvalidToken
+from bastion.identity.access_tokens import AccessClaims, AccessTokenCodec
+from bastion.identity.dpop import DPoPVerifier, check_binding
+
+MAX_AUTHORIZATION = 8192
+
+
+def request_url(
+    public_url: str, scheme: str, host: str | None, server: tuple[str, int] | None, path: str
+) -> str:
+    """The URL the client addressed, for ``htu``: the configured public URL if any."""
+    if public_url:
+        return public_url + path
+    if host:
+        return f"{scheme}://{host}{path}"
+    if server:
+        return f"{scheme}://{server[0]}:{server[1]}{path}"
+    return f"{scheme}://localhost{path}"
+
+
+class Authenticator:
+    def __init__(self, codec: AccessTokenCodec, verifier: DPoPVerifier) -> None:
+        self._codec = codec
+        self._verifier = verifier
+
+    def authenticate(
+        self,
+        *,
+        authorization: Sequence[bytes],
+        dpop: Sequence[bytes],
+        method: str,
+        url: str,
+        now: float,
+    ) -> AccessClaims:
+        if not authorization:
+            raise InvalidToken("missing Authorization header: send 'Authorization: DPoP <token>'")
+        if len(authorization) > 1:
+            raise InvalidToken("more than one Authorization header")
+        raw = authorization[0]
+        if len(raw) > MAX_AUTHORIZATION:
+            raise InvalidToken("Authorization header too large")
+        scheme, _, token = raw.decode("latin-1").partition(" ")
+        token = token.strip()
+        if scheme.lower() == "bearer":
+            raise InvalidToken(
+                "Bearer tokens are not accepted: Bastion tokens are DPoP-bound; "
+                "send 'Authorization: DPoP <token>' with a DPoP proof"
+            )
+        if scheme.lower() != "dpop" or not token:
+            raise InvalidToken("unsupported Authorization scheme: send 'Authorization: DPoP <token>'")
+        claims = self._codec.verify(token, now)
+        if not dpop:
+            raise InvalidDPoPProof("missing DPoP proof header")
+        proof = self._verifier.verify(
+            [value.decode("latin-1") for value in dpop],
+            method=method,
+            url=url,
+            access_token=token,
+            now=now,
+        )
+        check_binding(proof, claims.jkt)
+        return claims

@@ -1,0 +1,40 @@
+"""The caller's source address: the socket peer, or the client named by trusted proxies."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from functools import lru_cache
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(values: Sequence[str]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(value.strip(), strict=False) for value in values)
+
+
+@lru_cache(maxsize=4096)
+def _address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(value.strip())
+    except ValueError:
+        return None
+
+
+def _trusted(value: str, proxies: tuple[Network, ...]) -> bool:
+    address = _address(value)
+    return address is not None and any(address in net for net in proxies)
+
+
+def source_ip(peer: str, forwarded_for: str | None, proxies: tuple[Network, ...]) -> str:
+    """The peer address, unless the peer is a trusted proxy: then the right-most address in
+    ``X-Forwarded-For`` that is not itself a trusted proxy (the left part is client-controlled)."""
+    if not proxies or not forwarded_for or not _trusted(peer, proxies):
+        return peer
+    hops = [hop.strip() for hop in forwarded_for.split(",")][:32]
+    for hop in reversed(hops):
+        if _address(hop) is None:
+            return peer  # a garbled header names nobody; keep the socket peer
+        if not _trusted(hop, proxies):
+            return hop
+    return peer

@@ -1,0 +1,98 @@
+"""Forwarding to upstreams: one pooled HTTP client, the upstream key injected, nothing else of
+the caller's credentials passed on, responses streamed back as they arrive."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+
+import httpx
+
+from bastion.errors import Unavailable, UpstreamError, UpstreamTimeout
+from bastion.policy.snapshot import ModelRoute
+
+# Request headers passed upstream; everything else (Authorization, DPoP, x-api-key, cookies,
+# forwarding and hop-by-hop headers) stops at the gateway.
+PASS_REQUEST_HEADERS = frozenset(
+    {"content-type", "accept", "anthropic-version", "anthropic-beta", "openai-beta", "user-agent"}
+)
+PASS_RESPONSE_HEADERS = frozenset(
+    {"content-type", "x-request-id", "request-id", "openai-processing-ms", "retry-after"}
+)
+
+
+def upstream_path(route: ModelRoute, path: str) -> str:
+    """OpenAI-style base URLs end in ``/v1``; Anthropic-style ones are the host root."""
+    return route.base_url + (path[3:] if route.api == "openai" else path)
+
+
+def request_headers(route: ModelRoute, headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    out = {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in headers
+        if name.decode("latin-1") in PASS_REQUEST_HEADERS
+    }
+    out["accept-encoding"] = "identity"  # usage is read from the stream as it passes
+    if route.api_key_env and route.api_key is None:
+        raise Unavailable(
+            f"upstream {route.upstream!r} has no API key: set {route.api_key_env} for Bastion"
+        )
+    if route.api_key is not None:
+        if route.api == "anthropic":
+            out["x-api-key"] = route.api_key
+        else:
+            out["authorization"] = f"Bearer {route.api_key}"
+    return out
+
+
+def response_headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:
+    return [
+        (name.encode("latin-1"), value.encode("latin-1"))
+        for name, value in response.headers.items()
+        if name in PASS_RESPONSE_HEADERS
+    ]
+
+
+class UpstreamProxy:
+    def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._client = httpx.AsyncClient(
+            transport=transport,
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    async def open(
+        self,
+        route: ModelRoute,
+        method: str,
+        path: str,
+        headers: Iterable[tuple[bytes, bytes]],
+        body: bytes,
+    ) -> httpx.Response:
+        """Send the request and return the response with its body still unread."""
+        request = self._client.build_request(
+            method,
+            upstream_path(route, path),
+            headers=request_headers(route, headers),
+            content=body,
+            timeout=httpx.Timeout(route.read_timeout, connect=route.connect_timeout),
+        )
+        try:
+            return await self._client.send(request, stream=True)
+        except httpx.TimeoutException:
+            raise UpstreamTimeout(f"upstream {route.upstream!r} did not answer in time") from None
+        except httpx.HTTPError:
+            raise UpstreamError(f"upstream {route.upstream!r} is unreachable") from None
+
+    @staticmethod
+    async def chunks(response: httpx.Response, route: ModelRoute) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in response.aiter_raw():
+                yield chunk
+        except httpx.TimeoutException:
+            raise UpstreamTimeout(f"upstream {route.upstream!r} stalled mid-response") from None
+        except httpx.HTTPError:
+            raise UpstreamError(f"upstream {route.upstream!r} broke the response") from None
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

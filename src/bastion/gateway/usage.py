@@ -1,0 +1,75 @@
+"""Reading token usage out of upstream responses as they stream past, without buffering them.
+
+Server-sent events are scanned line by line for ``data:`` lines that mention usage; plain JSON
+bodies are kept (up to a cap) and parsed once at the end. Unknown shapes yield no usage.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+MAX_JSON_BODY = 4 * 1024 * 1024
+MAX_LINE = 1024 * 1024
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+class UsageMeter:
+    def __init__(self, api: str, event_stream: bool) -> None:
+        self.api = api
+        self.event_stream = event_stream
+        self.tokens_in: int | None = None
+        self.tokens_out: int | None = None
+        self._buffer = bytearray()
+        self._overflow = False
+
+    def feed(self, chunk: bytes) -> None:
+        if self._overflow:
+            return
+        self._buffer += chunk
+        if not self.event_stream:
+            self._overflow = len(self._buffer) > MAX_JSON_BODY
+            return
+        *lines, rest = self._buffer.split(b"\n")
+        self._buffer = bytearray(rest)
+        if len(self._buffer) > MAX_LINE:
+            self._buffer.clear()
+        for line in lines:
+            if line.startswith(b"data:") and b'"usage"' in line:
+                self._read(line[5:].strip())
+
+    def finish(self) -> None:
+        if not self.event_stream and not self._overflow and self._buffer:
+            self._read(bytes(self._buffer))
+        self._buffer.clear()
+
+    def _read(self, payload: bytes) -> None:
+        try:
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(data, dict):
+            return
+        if self.api == "anthropic":
+            self._anthropic(data)
+        else:
+            usage = data.get("usage")
+            if isinstance(usage, dict):
+                self.tokens_in = _int(usage.get("prompt_tokens")) or self.tokens_in
+                self.tokens_out = _int(usage.get("completion_tokens")) or self.tokens_out
+
+    def _anthropic(self, data: dict[str, Any]) -> None:
+        message = data.get("message")
+        usage = message.get("usage") if isinstance(message, dict) else data.get("usage")
+        if not isinstance(usage, dict):
+            return
+        tokens_in = _int(usage.get("input_tokens"))
+        tokens_out = _int(usage.get("output_tokens"))
+        if tokens_in is not None:
+            self.tokens_in = tokens_in
+        if tokens_out is not None:
+            self.tokens_out = tokens_out

@@ -1,0 +1,1 @@
+"""Identity: keys, access tokens, DPoP proofs, client assertions, principals, the token service."""

@@ -1,0 +1,302 @@
+"""The token service: Bastion as the OAuth authorization server for its callers.
+
+``client_credentials`` with a ``private_key_jwt`` assertion (RFC 7523) signed by an enrolled
+device key, plus a DPoP proof by the same key, yields a DPoP-bound access token (RFC 9068, at most
+15 minutes) and a refresh token that starts a *token family*. ``refresh_token`` rotates: each
+refresh token works once; presenting a rotated one again revokes the whole family (and locks it,
+so its live access tokens stop on the next request).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+import anyio
+import sqlalchemy as sa
+
+from bastion.audit.events import TokenEvent
+from bastion.audit.recorder import AuditRecorder, event_row
+from bastion.errors import InvalidClient, InvalidGrant, InvalidRequest, UnsupportedGrantType
+from bastion.policy.holder import SnapshotHolder
+from bastion.policy.snapshot import Snapshot
+from bastion.store import Store
+from bastion.store import events as event_rows
+from bastion.store import locks as lock_rows
+from bastion.store import state
+from bastion.store import tokens as token_rows
+from bastion.store.locks import LockRow
+
+from .access_tokens import AccessTokenCodec
+from .assertions import verify_client_assertion
+from .dpop import DPoPProof, DPoPVerifier
+from .replay import ReplayCache
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+GRANT_TYPES = ("client_credentials", "refresh_token")
+MAX_FORM_VALUE = 8192
+SERVICE_ACTOR = "bastion:token-service"
+
+
+def refresh_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class TokenGrant:
+    access_token: str
+    expires_in: int
+    refresh_token: str
+    family: str
+
+    def response(self) -> dict[str, object]:
+        return {
+            "access_token": self.access_token,
+            "token_type": "DPoP",
+            "expires_in": self.expires_in,
+            "refresh_token": self.refresh_token,
+        }
+
+
+class _Refresh(Enum):
+    OK = "ok"
+    UNKNOWN = "unknown"
+    REVOKED = "revoked"
+    WRONG_KEY = "wrong_key"
+    EXPIRED = "expired"
+    REUSED = "reused"
+
+
+class TokenService:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        holder: SnapshotHolder,
+        codec: AccessTokenCodec,
+        dpop: DPoPVerifier,
+        assertion_replay: ReplayCache,
+        recorder: AuditRecorder,
+        audiences: set[str],
+        access_ttl: int,
+        refresh_ttl: int,
+        on_change: Callable[[], Awaitable[object]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._holder = holder
+        self._codec = codec
+        self._dpop = dpop
+        self._assertion_replay = assertion_replay
+        self._recorder = recorder
+        self._audiences = audiences
+        self._access_ttl = min(access_ttl, 900)
+        self._refresh_ttl = refresh_ttl
+        self._on_change = on_change
+        self._clock = clock
+
+    def _snapshot(self) -> Snapshot:
+        snapshot = self._holder.current
+        if snapshot is None:
+            raise InvalidRequest("the server is starting; try again shortly")
+        return snapshot
+
+    async def token(
+        self, form: Mapping[str, str], dpop: list[str], url: str, source_ip: str
+    ) -> TokenGrant:
+        for value in form.values():
+            if len(value) > MAX_FORM_VALUE:
+                raise InvalidRequest("a form parameter is too large")
+        grant_type = form.get("grant_type")
+        if not grant_type:
+            raise InvalidRequest("missing grant_type")
+        if grant_type not in GRANT_TYPES:
+            raise UnsupportedGrantType(f"grant_type must be one of {', '.join(GRANT_TYPES)}")
+        now = self._clock()
+        proof = self._dpop.verify(dpop, method="POST", url=url, access_token=None, now=now)
+        if grant_type == "client_credentials":
+            return await self._client_credentials(form, proof, now, source_ip)
+        return await self._refresh(form, proof, now, source_ip)
+
+    def _check_principal(self, snapshot: Snapshot, principal: str, jkt: str, now: float) -> None:
+        facts = snapshot.principals.get(principal)
+        if facts is None or facts.disabled:
+            raise InvalidGrant(f"principal {principal!r} is disabled or does not exist")
+        targets = [("all", "*"), ("principal", principal), ("org", facts.org), ("key", jkt)]
+        if snapshot.lock_on(targets, now) is not None:
+            raise InvalidGrant(f"principal {principal!r} is locked")
+
+    async def _client_credentials(
+        self, form: Mapping[str, str], proof: DPoPProof, now: float, source_ip: str
+    ) -> TokenGrant:
+        if form.get("client_assertion_type") != ASSERTION_TYPE:
+            raise InvalidClient(f"client_assertion_type must be {ASSERTION_TYPE}")
+        assertion = form.get("client_assertion")
+        if not assertion:
+            raise InvalidClient("missing client_assertion")
+        snapshot = self._snapshot()
+        client = verify_client_assertion(
+            assertion,
+            audiences=self._audiences,
+            lookup=lambda client_id, kid: (
+                dict(key) if (key := snapshot.device_key(client_id, kid)) is not None else None
+            ),
+            replay=self._assertion_replay,
+            now=now,
+        )
+        if form.get("client_id") not in (None, client.client_id):
+            raise InvalidClient("client_id does not match the client assertion")
+        if proof.jkt != client.jkt:
+            raise InvalidClient("the DPoP proof must be signed by the client assertion's key")
+        self._check_principal(snapshot, client.client_id, client.jkt, now)
+        facts = snapshot.principals[client.client_id]
+        family = "fam_" + secrets.token_hex(8)
+        refresh = secrets.token_urlsafe(32)
+        access, _ = self._codec.issue(
+            sub=client.client_id,
+            client_id=client.client_id,
+            org=facts.org,
+            jkt=client.jkt,
+            family=family,
+            ttl=self._access_ttl,
+            now=now,
+        )
+        event = TokenEvent(
+            time=now,
+            actor=client.client_id,
+            action="issued",
+            principal=client.client_id,
+            family=family,
+            jkt=client.jkt,
+            source_ip=source_ip,
+        )
+
+        def persist() -> None:
+            with self._store.begin() as conn:
+                token_rows.add_family(conn, family, client.client_id, client.jkt, now)
+                token_rows.add_refresh(
+                    conn, refresh_digest(refresh), family, now, now + self._refresh_ttl
+                )
+                event_rows.append(conn, [event_row(event)])
+
+        await anyio.to_thread.run_sync(persist)
+        return TokenGrant(access, self._access_ttl, refresh, family)
+
+    async def _refresh(
+        self, form: Mapping[str, str], proof: DPoPProof, now: float, source_ip: str
+    ) -> TokenGrant:
+        presented = form.get("refresh_token")
+        if not presented:
+            raise InvalidRequest("missing refresh_token")
+        snapshot = self._snapshot()
+        digest = refresh_digest(presented)
+        new_refresh = secrets.token_urlsafe(32)
+        outcome, family = await anyio.to_thread.run_sync(
+            self._rotate, digest, refresh_digest(new_refresh), proof.jkt, now, source_ip
+        )
+        if outcome is _Refresh.REUSED:
+            await self._on_change()
+            raise InvalidGrant("refresh token was already used; the token family is revoked")
+        if outcome is not _Refresh.OK or family is None:
+            self._recorder.record(
+                TokenEvent(
+                    time=now,
+                    actor="anonymous",
+                    action="refused",
+                    principal=family.principal if family else None,
+                    family=family.id if family else None,
+                    jkt=proof.jkt,
+                    source_ip=source_ip,
+                    error=outcome.value,
+                )
+            )
+            raise InvalidGrant(
+                {
+                    _Refresh.UNKNOWN: "unknown refresh token",
+                    _Refresh.REVOKED: "the token family is revoked",
+                    _Refresh.WRONG_KEY: "the refresh token is bound to another device key",
+                    _Refresh.EXPIRED: "the refresh token has expired",
+                }.get(outcome, "refresh refused")
+            )
+        self._check_principal(snapshot, family.principal, family.jkt, now)
+        facts = snapshot.principals[family.principal]
+        access, _ = self._codec.issue(
+            sub=family.principal,
+            client_id=family.principal,
+            org=facts.org,
+            jkt=family.jkt,
+            family=family.id,
+            ttl=self._access_ttl,
+            now=now,
+        )
+        return TokenGrant(access, self._access_ttl, new_refresh, family.id)
+
+    def _rotate(
+        self, digest: str, new_digest: str, jkt: str, now: float, source_ip: str
+    ) -> tuple[_Refresh, token_rows.FamilyRow | None]:
+        """One transaction: find, check and rotate the refresh token; on reuse revoke and lock
+        the family. Returns what happened and the family."""
+        with self._store.begin() as conn:
+            row = token_rows.get_refresh(conn, digest)
+            if row is None:
+                return _Refresh.UNKNOWN, None
+            family = token_rows.get_family(conn, row.family)
+            if family is None:
+                return _Refresh.UNKNOWN, None
+            if family.revoked_at is not None:
+                return _Refresh.REVOKED, family
+            if family.jkt != jkt:
+                return _Refresh.WRONG_KEY, family
+            if row.expires_at <= now:
+                return _Refresh.EXPIRED, family
+            if not token_rows.rotate_refresh(conn, digest, now):
+                self._revoke_family(conn, family, now, source_ip)
+                return _Refresh.REUSED, family
+            token_rows.add_refresh(conn, new_digest, family.id, now, now + self._refresh_ttl)
+            event = TokenEvent(
+                time=now,
+                actor=family.principal,
+                action="refreshed",
+                principal=family.principal,
+                family=family.id,
+                jkt=jkt,
+                source_ip=source_ip,
+            )
+            event_rows.append(conn, [event_row(event)])
+            return _Refresh.OK, family
+
+    def _revoke_family(
+        self, conn: sa.Connection, family: token_rows.FamilyRow, now: float, source_ip: str
+    ) -> None:
+        reason = "refresh token reuse"
+        token_rows.revoke_family(conn, family.id, reason, now)
+        lock_rows.insert(
+            conn,
+            LockRow(
+                id="lk_" + secrets.token_hex(8),
+                target_type="family",
+                target=family.id,
+                reason=reason,
+                author=SERVICE_ACTOR,
+                created_at=now,
+                expires_at=None,
+                released_at=None,
+                released_by=None,
+            ),
+        )
+        event = TokenEvent(
+            time=now,
+            actor=SERVICE_ACTOR,
+            action="family_revoked",
+            principal=family.principal,
+            family=family.id,
+            jkt=family.jkt,
+            source_ip=source_ip,
+            error=reason,
+        )
+        event_rows.append(conn, [event_row(event)])
+        state.bump_epoch(conn)

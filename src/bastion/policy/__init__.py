@@ -1,0 +1,1 @@
+"""Policy: Cedar schema and policies, immutable snapshots, decisions (no I/O)."""

@@ -1,0 +1,125 @@
+"""Decisions over a snapshot: the O(1) lock check, then Cedar. No I/O, no exceptions escape:
+any evaluation error is a deny."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cedarpy
+
+from .decision import Decision, Reason
+from .snapshot import NS, Snapshot
+
+_ACTION = {"type": f"{NS}::Action", "id": "invoke"}
+_LOCK_REASONS = {
+    "all": Reason.LOCKED_ALL,
+    "principal": Reason.LOCKED_PRINCIPAL,
+    "org": Reason.LOCKED_ORG,
+    "key": Reason.LOCKED_KEY,
+    "family": Reason.LOCKED_FAMILY,
+    "compartment": Reason.LOCKED_COMPARTMENT,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling, as established by authentication."""
+
+    principal: str
+    org: str
+    jkt: str
+    family: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """Facts the gateway computed about this request; they become the Cedar context."""
+
+    token_bound: bool
+    source_ip: str
+    api: str
+
+    def context(self) -> dict[str, object]:
+        return {"token_bound": self.token_bound, "source_ip": self.source_ip, "api": self.api}
+
+
+def lock_targets(caller: Caller, compartment: str | None) -> list[tuple[str, str]]:
+    targets = [
+        ("all", "*"),
+        ("principal", caller.principal),
+        ("org", caller.org),
+        ("key", caller.jkt),
+        ("family", caller.family),
+    ]
+    if compartment is not None:
+        targets.append(("compartment", compartment))
+    return targets
+
+
+def check_locks(
+    snapshot: Snapshot, caller: Caller, compartment: str | None, now: float
+) -> Decision | None:
+    """A deny naming the lock if any target is locked, else None."""
+    lock = snapshot.lock_on(lock_targets(caller, compartment), now)
+    if lock is None:
+        return None
+    return Decision.deny(_LOCK_REASONS[lock.target_type], snapshot.epoch, (f"lock:{lock.id}",))
+
+
+def _request(principal: str, model: str, facts: RequestFacts) -> dict[str, object]:
+    return {
+        "principal": {"type": f"{NS}::Principal", "id": principal},
+        "action": _ACTION,
+        "resource": {"type": f"{NS}::Model", "id": model},
+        "context": facts.context(),
+    }
+
+
+def _to_decision(snapshot: Snapshot, result: cedarpy.AuthzResult) -> Decision:
+    diagnostics = result.diagnostics
+    if diagnostics.errors or result.decision is cedarpy.Decision.NoDecision:
+        return Decision.deny(Reason.POLICY_ERROR, snapshot.epoch)
+    names = diagnostics.id_annotations_by_reason
+    policies = tuple(sorted(names.get(pid, pid) for pid in diagnostics.reasons))
+    if result.allowed:
+        return Decision(True, (Reason.GRANTED,), policies, snapshot.epoch)
+    if not policies:
+        return Decision.deny(Reason.NOT_GRANTED, snapshot.epoch)
+    reasons = tuple(
+        dict.fromkeys(snapshot.cedar.reasons.get(p, Reason.FORBIDDEN_BY_POLICY) for p in policies)
+    )
+    return Decision(False, reasons, policies, snapshot.epoch)
+
+
+def authorize(snapshot: Snapshot, caller: Caller, model: str, facts: RequestFacts) -> Decision:
+    """Cedar's answer for ``caller`` invoking ``model``; errors and unknowns deny."""
+    if caller.principal not in snapshot.principals:
+        return Decision.deny(Reason.UNKNOWN_PRINCIPAL, snapshot.epoch)
+    cedar = snapshot.cedar
+    try:
+        result = cedarpy.is_authorized(
+            _request(caller.principal, model, facts), cedar.policies, cedar.entities, cedar.schema
+        )
+    except Exception:  # any failure of the evaluator is a deny, never an allow
+        return Decision.deny(Reason.POLICY_ERROR, snapshot.epoch)
+    return _to_decision(snapshot, result)
+
+
+def authorize_many(
+    snapshot: Snapshot, caller: Caller, models: Sequence[str], facts: RequestFacts
+) -> list[Decision]:
+    """Batch form for listing models: one evaluator call for all of them."""
+    if caller.principal not in snapshot.principals:
+        return [Decision.deny(Reason.UNKNOWN_PRINCIPAL, snapshot.epoch) for _ in models]
+    cedar = snapshot.cedar
+    try:
+        results = cedarpy.is_authorized_batch(
+            [_request(caller.principal, model, facts) for model in models],
+            cedar.policies,
+            cedar.entities,
+            cedar.schema,
+        )
+    except Exception:
+        return [Decision.deny(Reason.POLICY_ERROR, snapshot.epoch) for _ in models]
+    return [_to_decision(snapshot, result) for result in results]

@@ -1,0 +1,51 @@
+"""Decisions are values: allow or deny, the reasons (a closed enum), the determining policies and
+the snapshot epoch they were made against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Why a request was allowed or denied. Policies name theirs with a ``@reason`` annotation."""
+
+    GRANTED = "granted"
+    NOT_GRANTED = "not_granted"
+    TOKEN_BINDING_REQUIRED = "token_binding_required"
+    PRINCIPAL_DISABLED = "principal_disabled"
+    UNKNOWN_PRINCIPAL = "unknown_principal"
+    FORBIDDEN_BY_POLICY = "forbidden_by_policy"
+    POLICY_ERROR = "policy_error"
+    NO_SNAPSHOT = "no_snapshot"
+    LOCKED_ALL = "locked_all"
+    LOCKED_PRINCIPAL = "locked_principal"
+    LOCKED_ORG = "locked_org"
+    LOCKED_KEY = "locked_key"
+    LOCKED_FAMILY = "locked_family"
+    LOCKED_COMPARTMENT = "locked_compartment"
+
+    @classmethod
+    def parse(cls, value: str | None) -> Reason:
+        """The reason a policy annotation names; operator policies without one get a generic one."""
+        try:
+            return cls(value) if value else cls.FORBIDDEN_BY_POLICY
+        except ValueError:
+            return cls.FORBIDDEN_BY_POLICY
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    reasons: tuple[Reason, ...]
+    policies: tuple[str, ...]
+    epoch: int
+
+    @classmethod
+    def deny(cls, reason: Reason, epoch: int, policies: tuple[str, ...] = ()) -> Decision:
+        return cls(False, (reason,), policies, epoch)
+
+    def describe(self) -> str:
+        """A human sentence for an error message (reasons only, never request content)."""
+        verb = "allowed" if self.allowed else "denied"
+        return f"{verb}: " + ", ".join(self.reasons)

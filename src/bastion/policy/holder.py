@@ -1,0 +1,33 @@
+"""The atomically swapped reference to the current snapshot, with swap listeners."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .snapshot import Snapshot
+
+Listener = Callable[[Snapshot], None]
+
+
+class SnapshotHolder:
+    """Holds the current snapshot. Readers take ``current`` once per request; a swap replaces the
+    reference in one assignment, so a request never sees half of two snapshots. ``None`` means no
+    snapshot was ever built: the gateway denies everything."""
+
+    def __init__(self) -> None:
+        self.current: Snapshot | None = None
+        self.last_error: str | None = None
+        self._listeners: list[Listener] = []
+
+    def on_swap(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def swap(self, snapshot: Snapshot) -> None:
+        self.current = snapshot
+        self.last_error = None
+        for listener in self._listeners:
+            listener(snapshot)
+
+    def failed(self, error: str) -> None:
+        """A rebuild failed: keep the last good snapshot and remember why."""
+        self.last_error = error

@@ -1,0 +1,275 @@
+"""The hot path's view of the world: one immutable snapshot, built off the hot path, swapped whole.
+
+A snapshot holds everything a decision needs — routes to upstreams, principals and their device
+keys, active locks, and the Cedar policy and entity handles parsed once — stamped with the state
+epoch it was built from. Building one is pure (no I/O): the caller reads the config and the store
+and hands the rows in. A build that fails raises, and the holder keeps the last good snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+
+import cedarpy
+
+from bastion.config.models import BastionConfig
+from bastion.errors import ConfigError
+from bastion.store.keys import DeviceKeyRow
+from bastion.store.locks import LockRow
+from bastion.store.principals import PrincipalRow
+
+from .decision import Reason
+
+NS = "Bastion"
+LOCK_TYPES = ("all", "principal", "org", "key", "family", "compartment")
+
+
+def _uid(kind: str, name: str) -> dict[str, str]:
+    return {"type": f"{NS}::{kind}", "id": name}
+
+
+def _ref(kind: str, name: str) -> dict[str, dict[str, str]]:
+    return {"__entity": _uid(kind, name)}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRoute:
+    """Where a model name goes: upstream URL, API style, upstream id and compartment."""
+
+    name: str
+    compartment: str
+    upstream: str
+    upstream_model: str
+    api: str
+    base_url: str
+    connect_timeout: float
+    read_timeout: float
+    api_key: str | None = field(default=None, repr=False)
+    api_key_env: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PrincipalFacts:
+    name: str
+    kind: str
+    org: str
+    disabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LockFacts:
+    id: str
+    target_type: str
+    target: str
+    reason: str
+    expires_at: float | None
+
+    def active(self, now: float) -> bool:
+        return self.expires_at is None or self.expires_at > now
+
+
+@dataclass(frozen=True, slots=True)
+class CedarHandles:
+    schema: cedarpy.Schema
+    policies: cedarpy.PolicySet
+    entities: cedarpy.Entities
+    reasons: Mapping[str, Reason]  # policy @id -> reason
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    epoch: int
+    config: BastionConfig
+    models: Mapping[str, ModelRoute]
+    principals: Mapping[str, PrincipalFacts]
+    device_keys: Mapping[str, tuple[str, Mapping[str, str]]]  # jkt -> (principal, public JWK)
+    locks: Mapping[tuple[str, str], LockFacts]
+    cedar: CedarHandles = field(repr=False)
+
+    def lock_on(self, targets: Iterable[tuple[str, str]], now: float) -> LockFacts | None:
+        """The first active lock on any of ``targets`` (each an O(1) lookup), or None."""
+        if not self.locks:
+            return None
+        for target in targets:
+            lock = self.locks.get(target)
+            if lock is not None and lock.active(now):
+                return lock
+        return None
+
+    def device_key(self, principal: str, jkt: str) -> Mapping[str, str] | None:
+        entry = self.device_keys.get(jkt)
+        return entry[1] if entry is not None and entry[0] == principal else None
+
+
+def load_policy_text() -> tuple[str, str]:
+    """The shipped Cedar schema and policies (package data)."""
+    root = resources.files("bastion.policy")
+    schema = (root / "bastion.cedarschema").read_text(encoding="utf-8")
+    policies = "\n".join(
+        entry.read_text(encoding="utf-8")
+        for entry in sorted(root.joinpath("policies").iterdir(), key=lambda e: e.name)
+        if entry.name.endswith(".cedar")
+    )
+    return schema, policies
+
+
+def build_cedar(
+    schema_text: str, policy_text: str, entities: Sequence[Mapping[str, object]]
+) -> CedarHandles:
+    """Parse and validate policies and entities once; every policy needs a unique ``@id``."""
+    problems: list[str] = []
+    try:
+        schema = cedarpy.Schema.from_str(schema_text)
+        policies = cedarpy.PolicySet.from_str(policy_text)
+        parsed = json.loads(cedarpy.policies_to_json_str(policy_text))
+    except ValueError as exc:
+        raise ConfigError("policies", [f"Cedar parse error: {exc}"]) from None
+    validation = cedarpy.validate_policies(policy_text, schema_text)
+    if not validation.validation_passed:
+        problems += [str(error) for error in validation.errors]
+    reasons: dict[str, Reason] = {}
+    for policy_id, policy in parsed.get("staticPolicies", {}).items():
+        annotations = policy.get("annotations", {})
+        name = annotations.get("id")
+        if not name:
+            problems.append(f"policy {policy_id} has no @id annotation")
+        elif name in reasons:
+            problems.append(f"duplicate policy @id {name!r}")
+        else:
+            reasons[name] = Reason.parse(annotations.get("reason"))
+    if problems:
+        raise ConfigError("policies", problems)
+    try:
+        handle = cedarpy.Entities.from_json_str(json.dumps(list(entities)), schema)
+    except ValueError as exc:
+        raise ConfigError("policies", [f"entities do not match the schema: {exc}"]) from None
+    return CedarHandles(schema=schema, policies=policies, entities=handle, reasons=reasons)
+
+
+def _principal_facts(
+    config: BastionConfig, rows: Sequence[PrincipalRow]
+) -> dict[str, PrincipalFacts]:
+    facts = {
+        row.name: PrincipalFacts(row.name, row.kind, row.org, row.disabled)
+        for row in rows
+        if row.org in config.orgs  # a principal whose org left the config cannot be used
+    }
+    for name, principal in config.principals.items():
+        facts[name] = PrincipalFacts(name, principal.kind, principal.org, principal.disabled)
+    return facts
+
+
+def _entities(
+    config: BastionConfig, principals: Mapping[str, PrincipalFacts]
+) -> list[dict[str, object]]:
+    granted_to: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for name, compartment in config.compartments.items():
+        for org in compartment.grants.orgs:
+            granted_to.setdefault(("org", org), []).append(_uid("Compartment", name))
+        for principal in compartment.grants.principals:
+            granted_to.setdefault(("principal", principal), []).append(_uid("Compartment", name))
+    entities: list[dict[str, object]] = []
+    for name, compartment in config.compartments.items():
+        entities.append(
+            {
+                "uid": _uid("Compartment", name),
+                "attrs": {
+                    "level": str(compartment.level),
+                    "level_rank": compartment.level.rank,
+                    "token_binding_required": compartment.token_binding == "required",
+                },
+                "parents": [],
+            }
+        )
+    for name, org in config.orgs.items():
+        entities.append(
+            {
+                "uid": _uid("Org", name),
+                "attrs": {"kind": str(org.kind)},
+                "parents": granted_to.get(("org", name), []),
+            }
+        )
+    for name, facts in principals.items():
+        entities.append(
+            {
+                "uid": _uid("Principal", name),
+                "attrs": {
+                    "kind": facts.kind,
+                    "org": _ref("Org", facts.org),
+                    "disabled": facts.disabled,
+                },
+                "parents": [_uid("Org", facts.org), *granted_to.get(("principal", name), [])],
+            }
+        )
+    for model in config.models:
+        entities.append(
+            {
+                "uid": _uid("Model", model.name),
+                "attrs": {"compartment": _ref("Compartment", model.compartment)},
+                "parents": [_uid("Compartment", model.compartment)],
+            }
+        )
+    return entities
+
+
+def _routes(config: BastionConfig, env: Mapping[str, str]) -> dict[str, ModelRoute]:
+    routes = {}
+    for model in config.models:
+        upstream = config.upstreams[model.upstream]
+        routes[model.name] = ModelRoute(
+            name=model.name,
+            compartment=model.compartment,
+            upstream=model.upstream,
+            upstream_model=model.upstream_model or model.name,
+            api=str(upstream.api),
+            base_url=str(upstream.base_url).rstrip("/"),
+            connect_timeout=upstream.connect_timeout_seconds,
+            read_timeout=upstream.timeout_seconds,
+            api_key=env.get(upstream.api_key_env) if upstream.api_key_env else None,
+            api_key_env=upstream.api_key_env,
+        )
+    return routes
+
+
+def _lock_index(rows: Sequence[LockRow]) -> dict[tuple[str, str], LockFacts]:
+    """One entry per target: the lock that lasts longest (no expiry beats any expiry)."""
+    index: dict[tuple[str, str], LockFacts] = {}
+    for row in rows:
+        lock = LockFacts(row.id, row.target_type, row.target, row.reason, row.expires_at)
+        held = index.get((row.target_type, row.target))
+        if held is None or (held.expires_at is not None and (
+            lock.expires_at is None or lock.expires_at > held.expires_at
+        )):
+            index[(row.target_type, row.target)] = lock
+    return index
+
+
+def build_snapshot(
+    *,
+    epoch: int,
+    config: BastionConfig,
+    principals: Sequence[PrincipalRow],
+    device_keys: Sequence[DeviceKeyRow],
+    locks: Sequence[LockRow],
+    env: Mapping[str, str],
+    policy_text: tuple[str, str] | None = None,
+) -> Snapshot:
+    """Build a snapshot from the config and rows read from the store (pure; raises on error)."""
+    schema_text, policies = policy_text or load_policy_text()
+    facts = _principal_facts(config, principals)
+    return Snapshot(
+        epoch=epoch,
+        config=config,
+        models=_routes(config, env),
+        principals=facts,
+        device_keys={
+            key.jkt: (key.principal, key.public_jwk)
+            for key in device_keys
+            if key.revoked_at is None and key.principal in facts
+        },
+        locks=_lock_index(locks),
+        cedar=build_cedar(schema_text, policies, _entities(config, facts)),
+    )

@@ -1,0 +1,1 @@
+"""Respond: locks now; playbooks, actions and incidents in a later issue."""

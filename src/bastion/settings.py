@@ -1,0 +1,95 @@
+"""Bastion's one settings object: process-level knobs from ``BASTION_*`` environment variables.
+
+What the gateway protects (upstreams, models, compartments, orgs, principals) lives in
+``bastion.yaml`` (see ``bastion.config``); this object only says where things are and how the
+process runs. It is frozen, and its ``repr`` never shows a secret (database passwords included).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from bastion.errors import ConfigError
+
+DEFAULT_STATE_DIR = ".bastion"
+DEFAULT_CONFIG_FILE = "bastion.yaml"
+
+
+def _redact_url(url: str) -> str:
+    """Hide the password in a database URL (``user:***@host``)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Where Bastion keeps its state and how it serves. Build with :meth:`from_env`."""
+
+    state_dir: Path = Path(DEFAULT_STATE_DIR)
+    config_file: Path = Path(DEFAULT_CONFIG_FILE)
+    database_url: str = field(default="", repr=False)
+    public_url: str = ""
+    trusted_proxies: tuple[str, ...] = ()
+    access_token_ttl: int = 600
+    refresh_token_ttl: int = 8 * 3600
+    dpop_max_age: int = 60
+    dpop_clock_skew: int = 5
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_header_bytes: int = 16 * 1024
+    state_poll_interval: float = 0.25
+    audit_batch_interval: float = 0.005
+
+    def __repr__(self) -> str:  # secrets never reach a log line
+        return (
+            f"Settings(state_dir={str(self.state_dir)!r}, config_file={str(self.config_file)!r}, "
+            f"database_url={_redact_url(self.resolved_database_url)!r}, "
+            f"public_url={self.public_url!r})"
+        )
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to SQLite inside the state directory."""
+        return self.database_url or f"sqlite:///{(self.state_dir / 'bastion.db').resolve()}"
+
+    @property
+    def issuer_key_file(self) -> Path:
+        return self.state_dir / "issuer.jwk"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Read ``BASTION_*`` variables; explicit ``overrides`` (from CLI flags) win."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        if "BASTION_STATE_DIR" in env:
+            values["state_dir"] = Path(env["BASTION_STATE_DIR"])
+        if "BASTION_CONFIG" in env:
+            values["config_file"] = Path(env["BASTION_CONFIG"])
+        if "BASTION_DATABASE_URL" in env:
+            values["database_url"] = env["BASTION_DATABASE_URL"]
+        if "BASTION_PUBLIC_URL" in env:
+            values["public_url"] = env["BASTION_PUBLIC_URL"].rstrip("/")
+        if "BASTION_TRUSTED_PROXIES" in env:
+            proxies = env["BASTION_TRUSTED_PROXIES"].split(",")
+            values["trusted_proxies"] = tuple(p.strip() for p in proxies if p.strip())
+        if "BASTION_ACCESS_TOKEN_TTL" in env:
+            values["access_token_ttl"] = _int_env(env, "BASTION_ACCESS_TOKEN_TTL", 30, 900)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return replace(cls(), **values)  # type: ignore[arg-type]
+
+
+def _int_env(env: Mapping[str, str], name: str, low: int, high: int) -> int:
+    raw = env[name]
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(name, [f"must be an integer, got {raw!r}"]) from None
+    if not low <= value <= high:
+        raise ConfigError(name, [f"must be between {low} and {high}, got {value}"])
+    return value

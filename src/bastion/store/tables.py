@@ -1,0 +1,109 @@
+"""SQLAlchemy table definitions: the one description of Bastion's durable state.
+
+Times are UNIX seconds as floats (exact to the microsecond, the same in SQLite and PostgreSQL).
+Secrets are never stored: refresh tokens and enrollment codes are kept as SHA-256 digests.
+The Alembic migrations under ``store/migrations`` create exactly these tables.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+principals = sa.Table(
+    "principals",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("org", sa.String(64), nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),  # config | cli | api
+    sa.Column("disabled", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+device_keys = sa.Table(
+    "device_keys",
+    metadata,
+    sa.Column("jkt", sa.String(64), primary_key=True),
+    sa.Column("principal", sa.String(64), nullable=False, index=True),
+    sa.Column("public_jwk", sa.Text, nullable=False),
+    sa.Column("alg", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+)
+
+enrollment_codes = sa.Table(
+    "enrollment_codes",
+    metadata,
+    sa.Column("code_hash", sa.String(64), primary_key=True),
+    sa.Column("principal", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("used_at", sa.Float, nullable=True),
+)
+
+token_families = sa.Table(
+    "token_families",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("principal", sa.String(64), nullable=False, index=True),
+    sa.Column("jkt", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+    sa.Column("revoked_reason", sa.String(200), nullable=True),
+)
+
+refresh_tokens = sa.Table(
+    "refresh_tokens",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("family", sa.String(32), nullable=False, index=True),
+    sa.Column("issued_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("rotated_at", sa.Float, nullable=True),
+)
+
+locks = sa.Table(
+    "locks",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("target_type", sa.String(16), nullable=False),
+    sa.Column("target", sa.String(128), nullable=False),
+    sa.Column("reason", sa.String(500), nullable=False),
+    sa.Column("author", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=True),
+    sa.Column("released_at", sa.Float, nullable=True),
+    sa.Column("released_by", sa.String(128), nullable=True),
+    sa.Index("ix_locks_active", "target_type", "target", "released_at"),
+)
+
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(32), nullable=False, unique=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("time", sa.Float, nullable=False, index=True),
+    sa.Column("body", sa.Text, nullable=False),  # canonical JSON of the frozen event
+)
+
+state = sa.Table(
+    "state",
+    metadata,
+    sa.Column("key", sa.String(32), primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+)
+
+processes = sa.Table(
+    "processes",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("heartbeat_at", sa.Float, nullable=False),
+    sa.Column("epoch", sa.BigInteger, nullable=False),
+)

@@ -1,0 +1,166 @@
+"""Keeping the hot path's snapshot in step with the config and the store.
+
+``StateSync.reload`` reads the config file and the store (on a worker thread) and swaps in a new
+snapshot; a failed build keeps the last good one and reports why. ``run`` polls the state epoch
+(a one-row read) a few times a second and reloads when it moved, so a lock made by the CLI or by
+another process takes effect within one poll; changes made in this process call ``reload``
+directly and take effect before the response that made them. The process also records its
+applied epoch as a heartbeat, which ``bastion lock`` waits on to confirm enforcement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+
+import anyio
+
+from bastion.config import BastionConfig, load_config
+from bastion.errors import BastionError
+from bastion.policy.holder import SnapshotHolder
+from bastion.policy.snapshot import Snapshot, build_snapshot
+from bastion.store import Store
+from bastion.store import keys as key_rows
+from bastion.store import locks as lock_rows
+from bastion.store import principals as principal_rows
+from bastion.store import state
+from bastion.store.principals import PrincipalRow
+
+log = logging.getLogger("bastion.sync")
+
+
+def sync_config_principals(store: Store, config: BastionConfig, now: float) -> None:
+    """Make the principals declared in the config exist in the store, as declared."""
+    with store.begin() as conn:
+        changed = False
+        for name, declared in config.principals.items():
+            row = principal_rows.get(conn, name)
+            if row is None:
+                principal_rows.insert(
+                    conn,
+                    PrincipalRow(name, str(declared.kind), declared.org, "config", False, now),
+                )
+                changed = True
+            elif (row.kind, row.org, row.disabled) != (
+                str(declared.kind),
+                declared.org,
+                declared.disabled,
+            ):
+                principal_rows.update(
+                    conn, name, kind=str(declared.kind), org=declared.org, disabled=declared.disabled
+                )
+                changed = True
+        if changed:
+            state.bump_epoch(conn)
+
+
+def read_snapshot(store: Store, config_file: Path, env: Mapping[str, str]) -> Snapshot:
+    """Build a snapshot from the current config file and store contents (blocking I/O)."""
+    config = load_config(config_file)
+    now = time.time()
+    with store.read() as conn:
+        epoch = state.epoch(conn)
+        principals = principal_rows.list_all(conn)
+        device_keys = key_rows.active(conn)
+        locks = lock_rows.active(conn, now)
+    return build_snapshot(
+        epoch=epoch,
+        config=config,
+        principals=principals,
+        device_keys=device_keys,
+        locks=locks,
+        env=env,
+    )
+
+
+class StateSync:
+    def __init__(
+        self,
+        store: Store,
+        holder: SnapshotHolder,
+        config_file: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        poll_interval: float = 0.25,
+        kind: str = "gateway",
+    ) -> None:
+        self._store = store
+        self._holder = holder
+        self._config_file = config_file
+        self._env = dict(os.environ) if env is None else dict(env)
+        self._poll = poll_interval
+        self._lock = asyncio.Lock()
+        self.process = state.ProcessRow(
+            id=f"{kind}-{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}",
+            kind=kind,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            started_at=time.time(),
+            heartbeat_at=time.time(),
+            epoch=0,
+        )
+
+    async def reload(self) -> Snapshot | None:
+        """Rebuild and swap now. Returns the new snapshot, or None if the build failed."""
+        async with self._lock:
+            try:
+                snapshot = await anyio.to_thread.run_sync(
+                    read_snapshot, self._store, self._config_file, self._env
+                )
+            except BastionError as exc:
+                self._holder.failed(exc.message)
+                log.error("snapshot rebuild failed; keeping the last good one: %s", exc.message)
+                return None
+            except Exception:
+                self._holder.failed("internal error while rebuilding the snapshot")
+                log.exception("snapshot rebuild failed; keeping the last good one")
+                return None
+            self._holder.swap(snapshot)
+            await self._heartbeat(snapshot.epoch)
+            return snapshot
+
+    async def _heartbeat(self, epoch: int) -> None:
+        self.process = replace(self.process, heartbeat_at=time.time(), epoch=epoch)
+        try:
+            await anyio.to_thread.run_sync(self._write_heartbeat)
+        except Exception:
+            log.warning("could not record the process heartbeat", exc_info=True)
+
+    def _write_heartbeat(self) -> None:
+        with self._store.begin() as conn:
+            state.heartbeat(conn, self.process)
+
+    def _read_epoch(self) -> int:
+        with self._store.read() as conn:
+            return state.epoch(conn)
+
+    async def run(self) -> None:
+        """Poll the epoch and reload on change; heartbeat every couple of seconds."""
+        last_beat = time.monotonic()
+        while True:
+            await asyncio.sleep(self._poll)
+            try:
+                current = await anyio.to_thread.run_sync(self._read_epoch)
+            except Exception:
+                log.warning("state epoch poll failed; serving from the last snapshot")
+                continue
+            snapshot = self._holder.current
+            if snapshot is None or current != snapshot.epoch:
+                await self.reload()
+                last_beat = time.monotonic()
+            elif time.monotonic() - last_beat > 2.0:
+                await self._heartbeat(snapshot.epoch)
+                last_beat = time.monotonic()
+
+    def deregister(self) -> None:
+        try:
+            with self._store.begin() as conn:
+                state.remove_process(conn, self.process.id)
+        except Exception:
+            log.warning("could not deregister the process", exc_info=True)

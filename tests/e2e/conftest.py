@@ -1,0 +1,123 @@
+"""End-to-end fixtures: real processes on loopback — the stand-in upstream under uvicorn and
+``bastion serve`` — driven through the ``bastion`` CLI and the official SDKs."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import CONFIG, UPSTREAM_KEY
+
+BASTION = [sys.executable, "-m", "bastion"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(
+    url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30.0
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            out = log.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"process exited early ({process.returncode}):\n{out}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not ready after {timeout}s")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+@dataclass
+class Deployment:
+    url: str
+    workdir: Path
+    env: dict[str, str]
+    server: subprocess.Popen[bytes]
+    log: Path
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [*BASTION, *args],
+            cwd=self.workdir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"bastion {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+        return result
+
+    def login(self, principal: str, profile: str) -> None:
+        """Enroll a device for ``principal`` the way a user does: admin code, then login."""
+        added = self.cli("principal", "code", principal)
+        code = added.stdout.strip().splitlines()[1].strip()
+        self.cli("login", "--server", self.url, "--principal", principal, "--code", code,
+                 "--profile", profile)
+
+
+@pytest.fixture(scope="session")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    workdir = tmp_path_factory.mktemp("deploy")
+    (workdir / "bastion.yaml").write_text(
+        CONFIG.replace("http://upstream.test", "http://127.0.0.1:{UPSTREAM_PORT}"),
+        encoding="utf-8",
+    )
+    upstream_port, port = free_port(), free_port()
+    config = (workdir / "bastion.yaml").read_text().replace("{UPSTREAM_PORT}", str(upstream_port))
+    (workdir / "bastion.yaml").write_text(config, encoding="utf-8")
+    env = {
+        **os.environ,
+        "EXAMPLE_UPSTREAM_KEY": UPSTREAM_KEY,
+        "BASTION_CLIENT_DIR": str(workdir / "client"),
+        "PYTHONPATH": str(ROOT),
+    }
+    logs = workdir / "logs"
+    logs.mkdir()
+    upstream_log, server_log = logs / "upstream.log", logs / "server.log"
+    with upstream_log.open("wb") as up_out, server_log.open("wb") as server_out:
+        upstream = subprocess.Popen(
+            [sys.executable, str(ROOT / "examples" / "upstream.py"), "--host", "127.0.0.1",
+             "--port", str(upstream_port)],
+            env=env, stdout=up_out, stderr=subprocess.STDOUT,
+        )
+        server = subprocess.Popen(
+            [*BASTION, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=workdir, env=env, stdout=server_out, stderr=subprocess.STDOUT,
+        )
+    deployment = Deployment(f"http://127.0.0.1:{port}", workdir, env, server, server_log)
+    try:
+        wait_ready(f"http://127.0.0.1:{upstream_port}/healthz", upstream, upstream_log)
+        wait_ready(deployment.url + "/readyz", server, server_log)
+        yield deployment
+    finally:
+        stop(server)
+        stop(upstream)

@@ -1,0 +1,143 @@
+"""Real processes, real SDKs: `bastion serve` under uvicorn, clients enrolled with `bastion login`,
+calls made with the official `openai` and `anthropic` SDKs through `bastion.client`."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import anthropic
+import openai
+import pytest
+
+import bastion.client
+from tests.conftest import UPSTREAM_KEY
+
+from .conftest import Deployment
+
+pytestmark = pytest.mark.e2e
+PROMPT_MARKER = "zebra-prompt-marker-7731"
+
+
+@pytest.fixture(scope="module")
+def logged_in(deployment: Deployment) -> Deployment:
+    for principal in ("alice", "bob", "carol"):
+        deployment.login(principal, profile=f"e2e-{principal}")
+    return deployment
+
+
+@pytest.fixture(autouse=True)
+def client_dir(deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BASTION_CLIENT_DIR", deployment.env["BASTION_CLIENT_DIR"])
+
+
+def oai(d: Deployment, principal: str) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=d.url + "/v1",
+        api_key="unused",
+        http_client=bastion.client.http_client(profile=f"e2e-{principal}"),
+        max_retries=0,
+    )
+
+
+def test_allowed_and_streaming_calls(logged_in: Deployment) -> None:
+    client = oai(logged_in, "alice")
+    reply = client.chat.completions.create(
+        model="demo-chat", messages=[{"role": "user", "content": f"hi {PROMPT_MARKER}"}]
+    )
+    assert PROMPT_MARKER in (reply.choices[0].message.content or "")
+    stream = client.chat.completions.create(
+        model="demo-chat",
+        messages=[{"role": "user", "content": f"stream {PROMPT_MARKER}"}],
+        stream=True,
+    )
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert PROMPT_MARKER in text
+
+
+def test_anthropic_sdk(logged_in: Deployment) -> None:
+    client = anthropic.Anthropic(
+        base_url=logged_in.url,
+        api_key="unused",
+        http_client=bastion.client.http_client(profile="e2e-bob"),
+        max_retries=0,
+    )
+    message = client.messages.create(
+        model="demo-claude", max_tokens=50, messages=[{"role": "user", "content": "hello"}]
+    )
+    assert "hello" in message.content[0].text  # type: ignore[union-attr]
+    with client.messages.stream(
+        model="demo-claude", max_tokens=50, messages=[{"role": "user", "content": "streamed"}]
+    ) as stream:
+        assert "streamed" in "".join(stream.text_stream)
+
+
+def test_denied_model_and_filtered_listing(logged_in: Deployment) -> None:
+    client = oai(logged_in, "alice")
+    with pytest.raises(openai.PermissionDeniedError) as denied:
+        client.chat.completions.create(
+            model="cyber-frontier", messages=[{"role": "user", "content": "x"}]
+        )
+    assert "not_granted" in str(denied.value)
+    assert [m.id for m in client.models.list()] == ["demo-chat", "demo-claude", "demo-embed"]
+    assert "cyber-frontier" in [m.id for m in oai(logged_in, "carol").models.list()]
+
+
+def test_cli_lock_refuses_next_request(logged_in: Deployment) -> None:
+    client = oai(logged_in, "bob")
+    client.chat.completions.create(model="demo-chat", messages=[{"role": "user", "content": "a"}])
+    locked = logged_in.cli("lock", "principal", "bob", "--reason", "e2e containment")
+    assert "enforced by 1 gateway" in locked.stdout
+    with pytest.raises(openai.PermissionDeniedError) as denied:
+        client.chat.completions.create(
+            model="demo-chat", messages=[{"role": "user", "content": "b"}]
+        )
+    assert "locked_principal" in str(denied.value)
+    logged_in.cli("unlock", "principal", "bob", "--reason", "done")
+    client.chat.completions.create(model="demo-chat", messages=[{"role": "user", "content": "c"}])
+
+
+def test_stream_in_flight_cut_by_lock(logged_in: Deployment) -> None:
+    client = oai(logged_in, "carol")
+    stream = client.chat.completions.create(
+        model="demo-chat",
+        messages=[{"role": "user", "content": "long story"}],
+        stream=True,
+        extra_headers={"x-example-chunk-delay": "0.05", "x-example-chunks": "400"},
+    )
+    received = 0
+    started = time.monotonic()
+    locker: threading.Thread | None = None
+    with pytest.raises(openai.APIError) as cut:
+        for _chunk in stream:
+            received += 1
+            if received == 3:
+                locker = threading.Thread(
+                    target=logged_in.cli,
+                    args=("lock", "principal", "carol", "--reason", "cut the stream"),
+                )
+                locker.start()
+    if locker:
+        locker.join()
+    assert received < 400
+    assert time.monotonic() - started < 15
+    assert "locked_principal" in str(cut.value)
+    logged_in.cli("unlock", "principal", "carol")
+
+
+def test_no_secrets_in_responses_or_logs(logged_in: Deployment) -> None:
+    client = oai(logged_in, "alice")
+    client.chat.completions.create(
+        model="demo-chat", messages=[{"role": "user", "content": PROMPT_MARKER}]
+    )
+    with pytest.raises(openai.PermissionDeniedError) as denied:
+        client.chat.completions.create(
+            model="cyber-frontier", messages=[{"role": "user", "content": PROMPT_MARKER}]
+        )
+    assert UPSTREAM_KEY not in str(denied.value.body)
+    events = logged_in.cli("events", "tail", "-n", "500", "--json").stdout
+    log = logged_in.log.read_text(errors="replace")
+    for text in (events, log):
+        assert UPSTREAM_KEY not in text
+        assert PROMPT_MARKER not in text
+        assert "eyJ" not in text  # no JWT (token, proof or assertion) of any kind

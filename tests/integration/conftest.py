@@ -1,0 +1,36 @@
+"""Integration fixtures: Bastion in-process on a real store, the stand-in upstream behind it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bastion.testing import Harness, running
+from examples.upstream import create_app as create_upstream
+from tests.conftest import UPSTREAM_KEY
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def upstream_transport() -> httpx.ASGITransport:
+    return httpx.ASGITransport(app=create_upstream(api_key=UPSTREAM_KEY))
+
+
+@pytest.fixture
+async def harness(
+    tmp_path: Path,
+    config_text: str,
+    upstream_env: dict[str, str],
+    upstream_transport: httpx.ASGITransport,
+) -> AsyncIterator[Harness]:
+    async with running(
+        config_text, tmp_path, upstream=upstream_transport, env=upstream_env
+    ) as running_harness:
+        yield running_harness
