@@ -19,6 +19,7 @@ upstreams:
     base_url: http://upstream.test/v1
     api: openai
     api_key_env: EXAMPLE_UPSTREAM_KEY
+    forward_headers: [x-example-chunk-delay, x-example-chunks]  # the stand-in's test controls
   example-anthropic:
     base_url: http://upstream.test
     api: anthropic

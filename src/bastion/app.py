@@ -60,7 +60,7 @@ class Services:
 
 
 class BastionApp:
-    """Dispatch ``/v1/`` to the gateway (no routing layer on the hot path), the rest to Starlette."""
+    """``/v1/*`` goes to the gateway (no routing layer on the hot path), the rest to Starlette."""
 
     def __init__(self, gateway: Gateway, control: Starlette, services: Services) -> None:
         self.gateway = gateway

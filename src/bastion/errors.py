@@ -2,8 +2,8 @@
 
 Every error a caller or operator can see is a subclass of :class:`BastionError`, carrying an HTTP
 status and a stable machine-readable ``code``. Entry points render them in exactly one place each
-(the gateway in ``gateway/responses.py``, the token endpoint in ``identity/endpoints.py``, the CLI in
-``cli/main.py``); anything that is not a ``BastionError`` is logged and becomes a plain 500.
+(the gateway in ``gateway/responses.py``, the token endpoint in ``identity/endpoints.py``, the
+CLI in ``cli/main.py``); anything that is not a ``BastionError`` is logged and becomes a plain 500.
 
 ::
 

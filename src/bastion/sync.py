@@ -25,11 +25,10 @@ from bastion.config import BastionConfig, load_config
 from bastion.errors import BastionError
 from bastion.policy.holder import SnapshotHolder
 from bastion.policy.snapshot import Snapshot, build_snapshot
-from bastion.store import Store
+from bastion.store import Store, state
 from bastion.store import keys as key_rows
 from bastion.store import locks as lock_rows
 from bastion.store import principals as principal_rows
-from bastion.store import state
 from bastion.store.principals import PrincipalRow
 
 log = logging.getLogger("bastion.sync")
@@ -53,7 +52,11 @@ def sync_config_principals(store: Store, config: BastionConfig, now: float) -> N
                 declared.disabled,
             ):
                 principal_rows.update(
-                    conn, name, kind=str(declared.kind), org=declared.org, disabled=declared.disabled
+                    conn,
+                    name,
+                    kind=str(declared.kind),
+                    org=declared.org,
+                    disabled=declared.disabled,
                 )
                 changed = True
         if changed:

@@ -73,15 +73,26 @@ class Deployment:
             check=False,
         )
         if check and result.returncode != 0:
-            raise AssertionError(f"bastion {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+            raise AssertionError(
+                f"bastion {' '.join(args)} failed:\n{result.stdout}{result.stderr}"
+            )
         return result
 
     def login(self, principal: str, profile: str) -> None:
         """Enroll a device for ``principal`` the way a user does: admin code, then login."""
         added = self.cli("principal", "code", principal)
         code = added.stdout.strip().splitlines()[1].strip()
-        self.cli("login", "--server", self.url, "--principal", principal, "--code", code,
-                 "--profile", profile)
+        self.cli(
+            "login",
+            "--server",
+            self.url,
+            "--principal",
+            principal,
+            "--code",
+            code,
+            "--profile",
+            profile,
+        )
 
 
 @pytest.fixture(scope="session")
@@ -105,13 +116,24 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     upstream_log, server_log = logs / "upstream.log", logs / "server.log"
     with upstream_log.open("wb") as up_out, server_log.open("wb") as server_out:
         upstream = subprocess.Popen(
-            [sys.executable, str(ROOT / "examples" / "upstream.py"), "--host", "127.0.0.1",
-             "--port", str(upstream_port)],
-            env=env, stdout=up_out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                str(ROOT / "examples" / "upstream.py"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(upstream_port),
+            ],
+            env=env,
+            stdout=up_out,
+            stderr=subprocess.STDOUT,
         )
         server = subprocess.Popen(
             [*BASTION, "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=workdir, env=env, stdout=server_out, stderr=subprocess.STDOUT,
+            cwd=workdir,
+            env=env,
+            stdout=server_out,
+            stderr=subprocess.STDOUT,
         )
     deployment = Deployment(f"http://127.0.0.1:{port}", workdir, env, server, server_log)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
 
 import anthropic
 import openai
@@ -31,16 +32,29 @@ def client_dir(deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BASTION_CLIENT_DIR", deployment.env["BASTION_CLIENT_DIR"])
 
 
-def oai(d: Deployment, principal: str) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=d.url + "/v1",
-        api_key="unused",
-        http_client=bastion.client.http_client(profile=f"e2e-{principal}"),
-        max_retries=0,
-    )
+@pytest.fixture
+def oai(logged_in: Deployment) -> Iterator[Callable[[Deployment, str], openai.OpenAI]]:
+    """Make OpenAI SDK clients for enrolled principals; all closed after the test."""
+    made: list[openai.OpenAI] = []
+
+    def make(d: Deployment, principal: str) -> openai.OpenAI:
+        client = openai.OpenAI(
+            base_url=d.url + "/v1",
+            api_key="unused",
+            http_client=bastion.client.http_client(profile=f"e2e-{principal}"),
+            max_retries=0,
+        )
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
 
 
-def test_allowed_and_streaming_calls(logged_in: Deployment) -> None:
+def test_allowed_and_streaming_calls(
+    logged_in: Deployment, oai: Callable[[Deployment, str], openai.OpenAI]
+) -> None:
     client = oai(logged_in, "alice")
     reply = client.chat.completions.create(
         model="demo-chat", messages=[{"role": "user", "content": f"hi {PROMPT_MARKER}"}]
@@ -55,13 +69,20 @@ def test_allowed_and_streaming_calls(logged_in: Deployment) -> None:
     assert PROMPT_MARKER in text
 
 
-def test_anthropic_sdk(logged_in: Deployment) -> None:
+def test_anthropic_sdk(
+    logged_in: Deployment, oai: Callable[[Deployment, str], openai.OpenAI]
+) -> None:
     client = anthropic.Anthropic(
         base_url=logged_in.url,
         api_key="unused",
         http_client=bastion.client.http_client(profile="e2e-bob"),
         max_retries=0,
     )
+    with client:
+        check_anthropic(client)
+
+
+def check_anthropic(client: anthropic.Anthropic) -> None:
     message = client.messages.create(
         model="demo-claude", max_tokens=50, messages=[{"role": "user", "content": "hello"}]
     )
@@ -72,7 +93,9 @@ def test_anthropic_sdk(logged_in: Deployment) -> None:
         assert "streamed" in "".join(stream.text_stream)
 
 
-def test_denied_model_and_filtered_listing(logged_in: Deployment) -> None:
+def test_denied_model_and_filtered_listing(
+    logged_in: Deployment, oai: Callable[[Deployment, str], openai.OpenAI]
+) -> None:
     client = oai(logged_in, "alice")
     with pytest.raises(openai.PermissionDeniedError) as denied:
         client.chat.completions.create(
@@ -83,7 +106,9 @@ def test_denied_model_and_filtered_listing(logged_in: Deployment) -> None:
     assert "cyber-frontier" in [m.id for m in oai(logged_in, "carol").models.list()]
 
 
-def test_cli_lock_refuses_next_request(logged_in: Deployment) -> None:
+def test_cli_lock_refuses_next_request(
+    logged_in: Deployment, oai: Callable[[Deployment, str], openai.OpenAI]
+) -> None:
     client = oai(logged_in, "bob")
     client.chat.completions.create(model="demo-chat", messages=[{"role": "user", "content": "a"}])
     locked = logged_in.cli("lock", "principal", "bob", "--reason", "e2e containment")
@@ -97,7 +122,9 @@ def test_cli_lock_refuses_next_request(logged_in: Deployment) -> None:
     client.chat.completions.create(model="demo-chat", messages=[{"role": "user", "content": "c"}])
 
 
-def test_stream_in_flight_cut_by_lock(logged_in: Deployment) -> None:
+def test_stream_in_flight_cut_by_lock(
+    logged_in: Deployment, oai: Callable[[Deployment, str], openai.OpenAI]
+) -> None:
     client = oai(logged_in, "carol")
     stream = client.chat.completions.create(
         model="demo-chat",
@@ -107,17 +134,24 @@ def test_stream_in_flight_cut_by_lock(logged_in: Deployment) -> None:
     )
     received = 0
     started = time.monotonic()
-    locker: threading.Thread | None = None
-    with pytest.raises(openai.APIError) as cut:
+    lockers: list[threading.Thread] = []
+
+    def consume() -> None:
+        nonlocal received
         for _chunk in stream:
             received += 1
             if received == 3:
-                locker = threading.Thread(
-                    target=logged_in.cli,
-                    args=("lock", "principal", "carol", "--reason", "cut the stream"),
+                lockers.append(
+                    threading.Thread(
+                        target=logged_in.cli,
+                        args=("lock", "principal", "carol", "--reason", "cut the stream"),
+                    )
                 )
-                locker.start()
-    if locker:
+                lockers[0].start()
+
+    with pytest.raises(openai.APIError) as cut:
+        consume()
+    for locker in lockers:
         locker.join()
     assert received < 400
     assert time.monotonic() - started < 15
@@ -125,7 +159,9 @@ def test_stream_in_flight_cut_by_lock(logged_in: Deployment) -> None:
     logged_in.cli("unlock", "principal", "carol")
 
 
-def test_no_secrets_in_responses_or_logs(logged_in: Deployment) -> None:
+def test_no_secrets_in_responses_or_logs(
+    logged_in: Deployment, oai: Callable[[Deployment, str], openai.OpenAI]
+) -> None:
     client = oai(logged_in, "alice")
     client.chat.completions.create(
         model="demo-chat", messages=[{"role": "user", "content": PROMPT_MARKER}]

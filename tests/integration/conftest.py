@@ -7,9 +7,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from examples.upstream import create_app as create_upstream
 
 from bastion.testing import Harness, running
-from examples.upstream import create_app as create_upstream
 from tests.conftest import UPSTREAM_KEY
 
 

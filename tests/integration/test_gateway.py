@@ -10,9 +10,9 @@ import openai
 import orjson
 import pytest
 
+from bastion.client import Profile
 from bastion.respond.locks import LockService
 from bastion.store import events as event_rows
-from bastion.client import Profile
 from bastion.testing import BASE_URL, Harness
 
 pytestmark = pytest.mark.anyio
@@ -125,7 +125,9 @@ async def test_model_list_is_filtered_to_entitlements(harness: Harness) -> None:
 
 async def test_locked_principal_refused_then_unlocked(harness: Harness) -> None:
     client = await oai(harness, "alice")
-    await client.chat.completions.create(model="demo-chat", messages=[{"role": "user", "content": "1"}])
+    await client.chat.completions.create(
+        model="demo-chat", messages=[{"role": "user", "content": "1"}]
+    )
     locks = LockService(harness.services.store)
     locks.lock("principal", "alice", reason="test containment", author="test")
     await harness.reload()
@@ -135,10 +137,14 @@ async def test_locked_principal_refused_then_unlocked(harness: Harness) -> None:
         )
     assert denied.value.body["reasons"] == ["locked_principal"]  # type: ignore[index]
     other = await oai(harness, "bob")  # a lock on alice does not touch bob
-    await other.chat.completions.create(model="demo-chat", messages=[{"role": "user", "content": "3"}])
+    await other.chat.completions.create(
+        model="demo-chat", messages=[{"role": "user", "content": "3"}]
+    )
     locks.unlock("principal", "alice", author="test")
     await harness.reload()
-    await client.chat.completions.create(model="demo-chat", messages=[{"role": "user", "content": "4"}])
+    await client.chat.completions.create(
+        model="demo-chat", messages=[{"role": "user", "content": "4"}]
+    )
 
 
 async def test_unknown_model_and_bad_bodies(harness: Harness) -> None:
@@ -148,7 +154,9 @@ async def test_unknown_model_and_bad_bodies(harness: Harness) -> None:
         assert unknown.status_code == 404
         assert unknown.json()["error"]["code"] == "model_not_found"
         garbled = await client.post(
-            "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
+            "/v1/chat/completions",
+            content=b"{not json",
+            headers={"content-type": "application/json"},
         )
         assert garbled.status_code == 400
         assert garbled.json()["error"]["code"] == "invalid_json"
@@ -190,14 +198,16 @@ async def test_upstream_down_maps_to_502(tmp_path, config_text, upstream_env) ->
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=request)
 
-    async with running(
-        config_text, tmp_path, upstream=httpx.MockTransport(refuse), env=upstream_env
-    ) as harness:
-        async with harness.client(await harness.enroll("alice")) as client:
-            response = await client.post(
-                "/v1/chat/completions",
-                json={"model": "demo-chat", "messages": [{"role": "user", "content": "k"}]},
-            )
+    async with (
+        running(
+            config_text, tmp_path, upstream=httpx.MockTransport(refuse), env=upstream_env
+        ) as harness,
+        harness.client(await harness.enroll("alice")) as client,
+    ):
+        response = await client.post(
+            "/v1/chat/completions",
+            json={"model": "demo-chat", "messages": [{"role": "user", "content": "k"}]},
+        )
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "upstream_error"
 

@@ -14,8 +14,7 @@ from rich.table import Table
 from bastion.errors import BadRequest
 from bastion.identity.principals import PrincipalService
 from bastion.respond.locks import LOCK_TYPES, LockService
-from bastion.store import Store
-from bastion.store import state
+from bastion.store import Store, state
 
 from .context import Context, actor, parse_duration
 
@@ -51,7 +50,9 @@ def _report(store: Store, epoch: int) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    principal_app = typer.Typer(help="Manage principals (users and services).", no_args_is_help=True)
+    principal_app = typer.Typer(
+        help="Manage principals (users and services).", no_args_is_help=True
+    )
     key_app = typer.Typer(help="Manage enrolled device keys.", no_args_is_help=True)
     app.add_typer(principal_app, name="principal")
     app.add_typer(key_app, name="key")
@@ -83,7 +84,7 @@ def register(app: typer.Typer) -> None:
         """List principals."""
         c: Context = ctx.obj
         table = Table("name", "kind", "org", "source", "disabled", "created")
-        for row in PrincipalService(c.store).list():
+        for row in PrincipalService(c.store).all():
             table.add_row(
                 row.name, row.kind, row.org, row.source, str(row.disabled), when(row.created_at)
             )

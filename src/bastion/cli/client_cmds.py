@@ -7,7 +7,7 @@ import orjson
 import typer
 from rich.console import Console
 
-from bastion.client import http_client
+from bastion.client import httpx_client
 from bastion.client.profile import Profile, profile_path, save_profile
 from bastion.errors import BadRequest
 from bastion.identity.dpop import sign_proof
@@ -57,14 +57,14 @@ def register(app: typer.Typer) -> None:
             _enroll(server, principal, code, private)
         elif not print_public_key:
             raise BadRequest("give --code CODE, or --print-public-key for direct enrollment")
-        saved = Profile(server=server, client_id=principal, private_jwk=private)
-        save_profile(saved, profile)
+        saved = Profile(server=server, client_id=principal, private_jwk=private, name=profile)
+        save_profile(saved)
         out.print(f"device key {thumbprint(public_jwk(private))} saved to {profile_path(profile)}")
         if not code:
             out.print("ask an admin to run: bastion key enroll " + principal + " KEY.json")
             out.print(orjson.dumps(public_jwk(private)).decode(), markup=False, highlight=False)
             return
-        with http_client(profile=profile) as client:
+        with httpx_client(profile=profile) as client:
             response = client.get(server + "/v1/models")
         if response.status_code != 200:
             raise BadRequest(f"enrolled, but the first call failed ({response.status_code})")

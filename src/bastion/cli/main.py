@@ -34,7 +34,10 @@ app = typer.Typer(
 def root(
     ctx: typer.Context,
     config: Path | None = typer.Option(
-        None, "--config", "-c", help="bastion.yaml to use (default: ./bastion.yaml or $BASTION_CONFIG)"
+        None,
+        "--config",
+        "-c",
+        help="bastion.yaml to use (default: ./bastion.yaml or $BASTION_CONFIG)",
     ),
     state_dir: Path | None = typer.Option(
         None, "--state-dir", help="state directory (default: ./.bastion or $BASTION_STATE_DIR)"

@@ -48,8 +48,7 @@ def register(app: typer.Typer) -> None:
         c: Context = ctx.obj
         config = load_config(c.settings.config_file)
         missing = sorted(
-            {u.api_key_env for u in config.upstreams.values() if u.api_key_env}
-            - set(os.environ)
+            {u.api_key_env for u in config.upstreams.values() if u.api_key_env} - set(os.environ)
         )
         out.print(
             f"{c.settings.config_file}: ok — {len(config.upstreams)} upstreams, "

@@ -1,8 +1,7 @@
 """The DPoP flow bound to ``httpx2``, the HTTP library of the official SDKs (openai 3, anthropic 2).
 
-Those SDKs accept only ``httpx2`` clients (anthropic checks the type), so Bastion's ``httpx``
-client would be refused; this module gives them the same flow as :class:`~.auth.DPoPAuth`.
-It is imported only when asked for, so ``httpx2`` is needed only by users of those SDKs.
+Those SDKs accept only ``httpx2`` clients (anthropic checks the type), so an ``httpx`` client
+would be refused; this module gives them the same flow as :class:`~.auth.DPoPAuth`.
 """
 
 from __future__ import annotations

@@ -175,6 +175,40 @@ def _base_url(value: str) -> str:
     return value.rstrip("/")
 
 
+_HEADER = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+# Credentials, routing and framing stay Bastion's business, whatever the config says.
+NEVER_FORWARDED = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "x-api-key",
+        "api-key",
+        "dpop",
+        "cookie",
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "upgrade",
+        "te",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "forwarded",
+        "x-real-ip",
+    }
+)
+
+
+def _header_name(value: str) -> str:
+    name = value.lower()
+    if not _HEADER.fullmatch(name):
+        raise ValueError(f"is not a header name (got {describe(value)})")
+    if name in NEVER_FORWARDED:
+        raise ValueError(f"{name!r} carries credentials or routing and is never forwarded")
+    return name
+
+
 def _version(value: int) -> int:
     if value != CONFIG_VERSION:
         raise ValueError(
@@ -254,6 +288,7 @@ class Upstream(_Frozen):
     api_key_env: Annotated[StrictStr, AfterValidator(_env_name)] | None = None
     timeout_seconds: Seconds = 60.0
     connect_timeout_seconds: Seconds = 5.0
+    forward_headers: tuple[Annotated[StrictStr, AfterValidator(_header_name)], ...] = ()
 
 
 class Model(_Frozen):

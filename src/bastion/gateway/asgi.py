@@ -163,7 +163,9 @@ class Gateway:
         path: str = scope["path"]
         method: str = scope["method"]
         peer = scope.get("client") or ("", 0)
-        exchange = Exchange(route=f"{method} {path}", source_ip=peer[0], started=time.perf_counter())
+        exchange = Exchange(
+            route=f"{method} {path}", source_ip=peer[0], started=time.perf_counter()
+        )
         started = False
 
         async def tracked_send(message: Message) -> None:
@@ -376,7 +378,8 @@ class Gateway:
         self, send: Send, exchange: Exchange, route: ModelRoute, response: httpx.Response, sse: bool
     ) -> None:
         """Copy the upstream body to the caller chunk by chunk; a lock cuts it."""
-        assert exchange.caller is not None and exchange.meter is not None
+        assert exchange.caller is not None
+        assert exchange.meter is not None
         meter = exchange.meter
         scope = anyio.CancelScope()
         stream = OpenStream(exchange.caller, route.compartment, scope)

@@ -59,7 +59,9 @@ class Authenticator:
                 "send 'Authorization: DPoP <token>' with a DPoP proof"
             )
         if scheme.lower() != "dpop" or not token:
-            raise InvalidToken("unsupported Authorization scheme: send 'Authorization: DPoP <token>'")
+            raise InvalidToken(
+                "unsupported Authorization scheme: send 'Authorization: DPoP <token>'"
+            )
         claims = self._codec.verify(token, now)
         if not dpop:
             raise InvalidDPoPProof("missing DPoP proof header")

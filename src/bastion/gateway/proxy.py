@@ -27,9 +27,9 @@ def upstream_path(route: ModelRoute, path: str) -> str:
 
 def request_headers(route: ModelRoute, headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     out = {
-        name.decode("latin-1"): value.decode("latin-1")
+        key: value.decode("latin-1")
         for name, value in headers
-        if name.decode("latin-1") in PASS_REQUEST_HEADERS
+        if (key := name.decode("latin-1")) in PASS_REQUEST_HEADERS or key in route.forward_headers
     }
     out["accept-encoding"] = "identity"  # usage is read from the stream as it passes
     if route.api_key_env and route.api_key is None:

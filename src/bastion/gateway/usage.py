@@ -40,7 +40,7 @@ class UsageMeter:
             self._buffer.clear()
         for line in lines:
             if line.startswith(b"data:") and b'"usage"' in line:
-                self._read(line[5:].strip())
+                self._read(bytes(line[5:].strip()))
 
     def finish(self) -> None:
         if not self.event_stream and not self._overflow and self._buffer:

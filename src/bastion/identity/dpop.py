@@ -33,7 +33,7 @@ from .replay import ReplayCache
 PROOF_TYPE = "dpop+jwt"
 MAX_PROOF_SIZE = 4096
 MAX_JTI_LENGTH = 256
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+_DEFAULT_PORTS: Mapping[str, int] = {"http": 80, "https": 443}
 
 
 def normalize_htu(url: str) -> str:

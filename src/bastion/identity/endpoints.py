@@ -10,9 +10,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
-from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -79,7 +79,9 @@ def _parse_form(body: bytes) -> dict[str, str]:
     """``application/x-www-form-urlencoded`` with every parameter at most once (RFC 6749 §3.2)."""
     try:
         pairs = parse_qsl(
-            body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body),
+            body.decode("utf-8"),
+            keep_blank_values=True,
+            strict_parsing=bool(body),
             max_num_fields=32,
         )
     except (UnicodeDecodeError, ValueError):

@@ -16,11 +16,10 @@ from bastion.audit.events import AdminAction, Event
 from bastion.audit.recorder import event_row
 from bastion.config import BastionConfig
 from bastion.errors import BadRequest, Conflict, InvalidGrant, NotFound
-from bastion.store import Store
+from bastion.store import Store, state
 from bastion.store import events as event_rows
 from bastion.store import keys as key_rows
 from bastion.store import principals as principal_rows
-from bastion.store import state
 from bastion.store.keys import DeviceKeyRow
 from bastion.store.principals import PrincipalRow
 
@@ -96,7 +95,7 @@ class PrincipalService:
             raise NotFound(f"no principal named {name!r}")
         return row
 
-    def list(self) -> list[PrincipalRow]:
+    def all(self) -> list[PrincipalRow]:
         with self._store.read() as conn:
             return principal_rows.list_all(conn)
 

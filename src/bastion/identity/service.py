@@ -24,10 +24,9 @@ from bastion.audit.recorder import AuditRecorder, event_row
 from bastion.errors import InvalidClient, InvalidGrant, InvalidRequest, UnsupportedGrantType
 from bastion.policy.holder import SnapshotHolder
 from bastion.policy.snapshot import Snapshot
-from bastion.store import Store
+from bastion.store import Store, state
 from bastion.store import events as event_rows
 from bastion.store import locks as lock_rows
-from bastion.store import state
 from bastion.store import tokens as token_rows
 from bastion.store.locks import LockRow
 

@@ -12,7 +12,7 @@ class Reason(StrEnum):
 
     GRANTED = "granted"
     NOT_GRANTED = "not_granted"
-    TOKEN_BINDING_REQUIRED = "token_binding_required"
+    TOKEN_BINDING_REQUIRED = "token_binding_required"  # noqa: S105 (a reason, not a secret)
     PRINCIPAL_DISABLED = "principal_disabled"
     UNKNOWN_PRINCIPAL = "unknown_principal"
     FORBIDDEN_BY_POLICY = "forbidden_by_policy"

@@ -15,7 +15,7 @@ from importlib import resources
 
 import cedarpy
 
-from bastion.config.models import BastionConfig
+from bastion.config.models import BastionConfig, TokenBinding
 from bastion.errors import ConfigError
 from bastion.store.keys import DeviceKeyRow
 from bastion.store.locks import LockRow
@@ -49,6 +49,7 @@ class ModelRoute:
     read_timeout: float
     api_key: str | None = field(default=None, repr=False)
     api_key_env: str | None = None
+    forward_headers: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,8 +168,8 @@ def _entities(
 ) -> list[dict[str, object]]:
     granted_to: dict[tuple[str, str], list[dict[str, str]]] = {}
     for name, compartment in config.compartments.items():
-        for org in compartment.grants.orgs:
-            granted_to.setdefault(("org", org), []).append(_uid("Compartment", name))
+        for granted_org in compartment.grants.orgs:
+            granted_to.setdefault(("org", granted_org), []).append(_uid("Compartment", name))
         for principal in compartment.grants.principals:
             granted_to.setdefault(("principal", principal), []).append(_uid("Compartment", name))
     entities: list[dict[str, object]] = []
@@ -179,17 +180,17 @@ def _entities(
                 "attrs": {
                     "level": str(compartment.level),
                     "level_rank": compartment.level.rank,
-                    "token_binding_required": compartment.token_binding == "required",
+                    "token_binding_required": compartment.token_binding is TokenBinding.REQUIRED,
                 },
                 "parents": [],
             }
         )
-    for name, org in config.orgs.items():
+    for org_name, org in config.orgs.items():
         entities.append(
             {
-                "uid": _uid("Org", name),
+                "uid": _uid("Org", org_name),
                 "attrs": {"kind": str(org.kind)},
-                "parents": granted_to.get(("org", name), []),
+                "parents": granted_to.get(("org", org_name), []),
             }
         )
     for name, facts in principals.items():
@@ -230,6 +231,7 @@ def _routes(config: BastionConfig, env: Mapping[str, str]) -> dict[str, ModelRou
             read_timeout=upstream.timeout_seconds,
             api_key=env.get(upstream.api_key_env) if upstream.api_key_env else None,
             api_key_env=upstream.api_key_env,
+            forward_headers=frozenset(upstream.forward_headers),
         )
     return routes
 
@@ -240,9 +242,10 @@ def _lock_index(rows: Sequence[LockRow]) -> dict[tuple[str, str], LockFacts]:
     for row in rows:
         lock = LockFacts(row.id, row.target_type, row.target, row.reason, row.expires_at)
         held = index.get((row.target_type, row.target))
-        if held is None or (held.expires_at is not None and (
-            lock.expires_at is None or lock.expires_at > held.expires_at
-        )):
+        if held is None or (
+            held.expires_at is not None
+            and (lock.expires_at is None or lock.expires_at > held.expires_at)
+        ):
             index[(row.target_type, row.target)] = lock
     return index
 

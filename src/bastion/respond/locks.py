@@ -14,10 +14,9 @@ from collections.abc import Callable
 from bastion.audit.events import AdminAction
 from bastion.audit.recorder import event_row
 from bastion.errors import BadRequest, NotFound
-from bastion.store import Store
+from bastion.store import Store, state
 from bastion.store import events as event_rows
 from bastion.store import locks as lock_rows
-from bastion.store import state
 from bastion.store.locks import LockRow
 
 LOCK_TYPES = ("principal", "org", "key", "family", "compartment", "all")

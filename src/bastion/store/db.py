@@ -1,4 +1,4 @@
-"""Database engines and migrations: SQLite (WAL) embedded, PostgreSQL (psycopg 3) in cluster mode."""
+"""Database engines and migrations: SQLite (WAL) embedded, PostgreSQL (psycopg 3) for clusters."""
 
 from __future__ import annotations
 
@@ -38,7 +38,9 @@ def create_engine(url: str) -> sa.Engine:
         return engine
     if backend == "postgresql":
         if parsed.get_driver_name() not in ("psycopg", ""):
-            raise ConfigError("BASTION_DATABASE_URL", ["use the psycopg driver: postgresql+psycopg://"])
+            raise ConfigError(
+                "BASTION_DATABASE_URL", ["use the psycopg driver: postgresql+psycopg://"]
+            )
         return sa.create_engine(
             parsed.set(drivername="postgresql+psycopg"), pool_pre_ping=True, pool_size=5
         )

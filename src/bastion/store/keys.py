@@ -1,4 +1,4 @@
-"""Enrolled device keys (public JWKs, keyed by RFC 7638 thumbprint) and one-time enrollment codes."""
+"""Enrolled device keys (public JWKs keyed by RFC 7638 thumbprint) and one-time enrollment codes."""
 
 from __future__ import annotations
 

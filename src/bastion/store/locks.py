@@ -53,7 +53,9 @@ def release(
 ) -> list[LockRow]:
     """Release every active lock on the target; returns what was released."""
     current = [
-        lock for lock in active(conn, now) if (lock.target_type, lock.target) == (target_type, target)
+        lock
+        for lock in active(conn, now)
+        if (lock.target_type, lock.target) == (target_type, target)
     ]
     if current:
         conn.execute(

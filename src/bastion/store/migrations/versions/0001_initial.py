@@ -101,7 +101,14 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     for table in (
-        "processes", "state", "audit_events", "locks", "refresh_tokens",
-        "token_families", "enrollment_codes", "device_keys", "principals",
+        "processes",
+        "state",
+        "audit_events",
+        "locks",
+        "refresh_tokens",
+        "token_families",
+        "enrollment_codes",
+        "device_keys",
+        "principals",
     ):
         op.drop_table(table)
