@@ -55,7 +55,9 @@ class ConfigError(BastionError):
     def __init__(self, file: str, problems: list[str]) -> None:
         self.file = file
         self.problems = problems
-        super().__init__(f"{file}: " + "; ".join(problems))
+        # Config-file problems already start with "file:line:"; others get the file prefixed.
+        located = all(problem.startswith(f"{file}:") for problem in problems)
+        super().__init__("; ".join(problems) if located else f"{file}: " + "; ".join(problems))
 
 
 class AuthenticationError(BastionError):

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from bastion.errors import ConfigError
 
 DEFAULT_STATE_DIR = ".bastion"
@@ -19,13 +21,17 @@ DEFAULT_CONFIG_FILE = "bastion.yaml"
 
 
 def _redact_url(url: str) -> str:
-    """Hide the password in a database URL (``user:***@host``)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+    """A database URL fit for a log line: password hidden, query (which may hold one) elided."""
+    try:
+        parsed = sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        scheme, sep, rest = url.partition("://")
+        if not sep or "@" not in rest:
+            return "<unparseable database URL>"
+        creds, _, host = rest.rpartition("@")
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host.split('?', 1)[0]}"
+    shown = parsed.set(query={}).render_as_string(hide_password=True)
+    return shown + ("?***" if parsed.query else "")
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,8 +29,14 @@ async def harness(
     config_text: str,
     upstream_env: dict[str, str],
     upstream_transport: httpx.ASGITransport,
+    database_url: str,
 ) -> AsyncIterator[Harness]:
+    """Bastion in-process; every test using it runs on SQLite and on PostgreSQL."""
     async with running(
-        config_text, tmp_path, upstream=upstream_transport, env=upstream_env
+        config_text,
+        tmp_path,
+        upstream=upstream_transport,
+        env=upstream_env,
+        database_url=database_url,
     ) as running_harness:
         yield running_harness

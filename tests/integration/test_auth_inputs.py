@@ -125,7 +125,7 @@ async def test_bearer_presentation_of_a_dpop_token_is_refused(harness: Harness) 
 
 async def test_forged_tokens(harness: Harness) -> None:
     who = await login(harness)
-    header, claims, _sig = who.access.split(".")
+    _header, claims, _sig = who.access.split(".")
     real_claims = orjson.loads(base64.urlsafe_b64decode(claims + "=="))
     issuer_public = public_jwk(harness.services.issuer.jwks()["keys"][0])
 

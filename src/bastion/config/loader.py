@@ -36,6 +36,8 @@ MAX_PROBLEMS = 50
 DEFAULT_FILE = "bastion.yaml"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _NULL_TAG = "tag:yaml.org,2002:null"
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+_BAD = object()  # a scalar that could not be constructed (already reported)
 
 
 def load_config(path: Path) -> BastionConfig:
@@ -116,6 +118,8 @@ class _Loader(yaml.SafeLoader):
 
 
 class _TooDeep(Exception):
+    """Raised from inside the composer; carries the line where nesting went too deep."""
+
     def __init__(self, line: int) -> None:
         super().__init__(line)
         self.line = line
@@ -302,10 +306,6 @@ class _Index:
         return _BAD
 
 
-_BAD = object()
-_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
-
-
 def _unreadable(node: ScalarNode, exc: Exception) -> str:
     """Why a scalar could not be constructed, without repeating the scalar itself."""
     if node.tag == _TIMESTAMP_TAG and isinstance(exc, ValueError):
@@ -351,6 +351,7 @@ def _message(kind: str, ctx: Mapping[str, Any], loc: KeyPath, fallback: str, got
         "tuple_type": "must be a list" + got,
         "list_type": "must be a list" + got,
         "recursion_loop": "refers to itself",
+        "invalid_key": "unknown key: keys here are names, not numbers or other values",
     }
     if kind in simple:
         return simple[kind]

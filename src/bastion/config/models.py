@@ -158,7 +158,7 @@ def _base_url(value: str) -> str:
         raise ValueError(f"must be a URL without spaces, at most {_MAX_URL} characters{shown}")
     try:
         parts = urlsplit(value)
-        port = parts.port  # parses the port, raising on a bad one
+        _ = parts.port  # parses the port, raising ValueError on a bad one
     except ValueError:
         raise ValueError(f"is not a valid URL{shown}") from None
     if parts.scheme.lower() not in ("http", "https"):
@@ -168,7 +168,7 @@ def _base_url(value: str) -> str:
             "must not contain credentials (user:password@); name the key's environment "
             "variable in api_key_env instead"
         )
-    if not parts.hostname or (port is None and parts.netloc.endswith(":")):
+    if not parts.hostname:
         raise ValueError(f"must name a host{shown}")
     if "?" in value or "#" in value:
         raise ValueError(f"must not have a query (?...) or fragment (#...){shown}")

@@ -225,7 +225,7 @@ class Gateway:
         route, payload = self._route(snapshot, body, api, exchange)
         self._decide(snapshot, exchange, route, facts, now)
         exchange.stream = payload.get("stream") is True
-        await self._forward(scope, send, exchange, route, payload, body)
+        await self._forward(scope, receive, send, exchange, route, payload, body)
 
     def _caller(self, snapshot: Snapshot, principal: str, jkt: str, family: str) -> Caller:
         facts = snapshot.principals.get(principal)
@@ -340,6 +340,7 @@ class Gateway:
     async def _forward(
         self,
         scope: Scope,
+        receive: Receive,
         send: Send,
         exchange: Exchange,
         route: ModelRoute,
@@ -370,14 +371,21 @@ class Gateway:
                     "headers": response_headers(response),
                 }
             )
-            await self._pump(send, exchange, route, response, event_stream)
+            await self._pump(receive, send, exchange, route, response, event_stream)
         finally:
             await response.aclose()
 
     async def _pump(
-        self, send: Send, exchange: Exchange, route: ModelRoute, response: httpx.Response, sse: bool
+        self,
+        receive: Receive,
+        send: Send,
+        exchange: Exchange,
+        route: ModelRoute,
+        response: httpx.Response,
+        sse: bool,
     ) -> None:
-        """Copy the upstream body to the caller chunk by chunk; a lock cuts it."""
+        """Copy the upstream body to the caller chunk by chunk. A lock covering the caller cuts
+        it (with a final error event); a caller who hangs up stops the upstream read too."""
         assert exchange.caller is not None
         assert exchange.meter is not None
         meter = exchange.meter
@@ -388,15 +396,21 @@ class Gateway:
         tail = b""
         try:
             with scope:
-                async for chunk in self._proxy.chunks(response, route):
-                    meter.feed(chunk)
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                async with anyio.create_task_group() as watchers:
+                    watchers.start_soon(_watch_disconnect, receive, stream)
+                    async for chunk in self._proxy.chunks(response, route):
+                        meter.feed(chunk)
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    watchers.cancel_scope.cancel()
         except UpstreamError as error:
             exchange.outcome = "error"
             tail = _stream_error(error, sse)
         finally:
             self._streams.close(key)
         meter.finish()
+        if stream.client_gone:
+            exchange.outcome = "client_closed"
+            return
         if stream.cut_reason is not None:
             exchange.outcome = "cut"
             if exchange.decision is not None:  # keep the allow, add why it was cut
@@ -407,6 +421,16 @@ class Gateway:
                 AccessDenied(f"stream ended: {stream.cut_reason}", (stream.cut_reason,)), sse
             )
         await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+
+async def _watch_disconnect(receive: Receive, stream: OpenStream) -> None:
+    """The request body is read; the next message can only be the caller hanging up."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            stream.client_gone = True
+            stream.scope.cancel()
+            return
 
 
 def _stream_error(error: BastionError, sse: bool) -> bytes:

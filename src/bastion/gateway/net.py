@@ -16,9 +16,12 @@ def parse_networks(values: Sequence[str]) -> tuple[Network, ...]:
 @lru_cache(maxsize=4096)
 def _address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        return ipaddress.ip_address(value.strip())
+        address = ipaddress.ip_address(value.strip())
     except ValueError:
         return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped  # a dual-stack socket's view of an IPv4 peer
+    return address
 
 
 def _trusted(value: str, proxies: tuple[Network, ...]) -> bool:
@@ -31,7 +34,7 @@ def source_ip(peer: str, forwarded_for: str | None, proxies: tuple[Network, ...]
     ``X-Forwarded-For`` that is not itself a trusted proxy (the left part is client-controlled)."""
     if not proxies or not forwarded_for or not _trusted(peer, proxies):
         return peer
-    hops = [hop.strip() for hop in forwarded_for.split(",")][:32]
+    hops = [hop.strip() for hop in forwarded_for.split(",")][-32:]  # proxies append at the end
     for hop in reversed(hops):
         if _address(hop) is None:
             return peer  # a garbled header names nobody; keep the socket peer

@@ -35,8 +35,9 @@ def error_body(error: BastionError) -> bytes:
 
 
 def _quote(text: str) -> bytes:
-    safe = text.replace("\\", "").replace('"', "'")
-    return safe.encode("ascii", "replace")
+    """Make a message safe inside a quoted header value: no quotes, backslashes or controls."""
+    safe = "".join(c if c.isprintable() else " " for c in text)
+    return safe.replace("\\", "").replace('"', "'").encode("ascii", "replace")
 
 
 def error_headers(error: BastionError) -> list[tuple[bytes, bytes]]:

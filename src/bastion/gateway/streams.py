@@ -24,6 +24,7 @@ class OpenStream:
     compartment: str
     scope: anyio.CancelScope
     cut_reason: Reason | None = None
+    client_gone: bool = False
 
 
 class StreamRegistry:

@@ -59,8 +59,12 @@ class UsageMeter:
         else:
             usage = data.get("usage")
             if isinstance(usage, dict):
-                self.tokens_in = _int(usage.get("prompt_tokens")) or self.tokens_in
-                self.tokens_out = _int(usage.get("completion_tokens")) or self.tokens_out
+                tokens_in = _int(usage.get("prompt_tokens"))
+                tokens_out = _int(usage.get("completion_tokens"))
+                if tokens_in is not None:
+                    self.tokens_in = tokens_in
+                if tokens_out is not None:
+                    self.tokens_out = tokens_out
 
     def _anthropic(self, data: dict[str, Any]) -> None:
         message = data.get("message")

@@ -122,7 +122,7 @@ def test_random_text_only_raises_config_error(text: str) -> None:
     check(text)
 
 
-@FUZZ
+@settings(FUZZ, max_examples=150)  # each example builds a whole document: slower
 @given(st.dictionaries(KEYS, DOCUMENTS, max_size=8))
 def test_random_documents_only_raise_config_error(document: dict[str, object]) -> None:
     check(yaml.safe_dump(document, allow_unicode=True))

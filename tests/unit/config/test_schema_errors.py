@@ -404,3 +404,11 @@ def test_upstream_defaults() -> None:
     assert upstream.api_key_env is None
     assert upstream.timeout_seconds == 60
     assert upstream.connect_timeout_seconds == 5
+
+
+def test_number_as_a_key_of_an_entry() -> None:
+    text = edit("  lab: {kind: internal}", "  lab: {kind: internal, 7: x}")
+    assert problems(text) == [
+        "bastion.yaml:14: orgs.lab[7]: unknown key: keys here are names, not numbers or other "
+        "values"
+    ]

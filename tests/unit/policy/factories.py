@@ -126,9 +126,13 @@ def snapshot(
     )
 
 
-def caller(principal: str, org: str = "lab", *, jkt: str = "jkt-1", family: str = "fam-1") -> Caller:
+def caller(
+    principal: str, org: str = "lab", *, jkt: str = "jkt-1", family: str = "fam-1"
+) -> Caller:
     return Caller(principal=principal, org=org, jkt=jkt, family=family)
 
 
-def facts(*, token_bound: bool = True, source_ip: str = "192.0.2.7", api: str = "openai") -> RequestFacts:
+def facts(
+    *, token_bound: bool = True, source_ip: str = "192.0.2.7", api: str = "openai"
+) -> RequestFacts:
     return RequestFacts(token_bound=token_bound, source_ip=source_ip, api=api)

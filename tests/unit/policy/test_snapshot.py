@@ -1,4 +1,4 @@
-"""Building snapshots: routes, principals, device keys, the lock index, Cedar handles, the holder."""
+"""Building snapshots (routes, principals, keys, the lock index, Cedar handles) and the holder."""
 
 from __future__ import annotations
 
