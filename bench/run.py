@@ -202,13 +202,13 @@ def _passthrough(name: str, client: str) -> ArmStarter:
     return start
 
 
-start_passthrough = _passthrough("passthrough", "httpx")
-start_passthrough_httpx2 = _passthrough("passthrough-httpx2", "httpx2")
+# The floor uses the same upstream client as Bastion's gateway (httpx2); --httpx-floor adds the
+# same proxy on httpx 0.28 for comparison.
+start_passthrough = _passthrough("passthrough", "httpx2")
+start_passthrough_httpx = _passthrough("passthrough-httpx", "httpx")
 
 
 DEFAULT_ARMS: tuple[ArmStarter, ...] = (start_direct, start_passthrough)
-# The lead adds the Bastion arm here (see the module docstring).
-EXTRA_ARMS: tuple[ArmStarter, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -380,9 +380,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write results here")
     parser.add_argument(
-        "--httpx2-floor",
+        "--httpx-floor",
         action="store_true",
-        help="add a passthrough arm whose upstream client is httpx2 instead of httpx",
+        help="add a passthrough arm whose upstream client is httpx 0.28 instead of httpx2",
     )
     args = parser.parse_args(argv)
     numbers = [args.rounds, args.requests, args.warmup, *args.concurrency]
@@ -431,12 +431,16 @@ def _run_async(main: Coroutine[Any, Any, list[Series]]) -> list[Series]:
         return runner.run(_cancel_on_sigterm(main))
 
 
-def main(argv: Sequence[str] | None = None, extra_arms: Sequence[ArmStarter] = EXTRA_ARMS) -> int:
+def main(argv: Sequence[str] | None = None, extra_arms: Sequence[ArmStarter] | None = None) -> int:
+    if extra_arms is None:
+        from bench.bastion_arm import start_bastion  # imports bench.run: load it here
+
+        extra_arms = (start_bastion,)
     settings, args = parse_args(argv)
     console = Console(width=None if sys.stdout.isatty() else 130)
     starters = [*DEFAULT_ARMS, *extra_arms]
-    if args.httpx2_floor:
-        starters.insert(2, start_passthrough_httpx2)
+    if args.httpx_floor:
+        starters.insert(2, start_passthrough_httpx)
     signal.signal(signal.SIGTERM, _interrupt)
     cleanups: list[Cleanup] = []
     try:

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
-import httpx
+import httpx2
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -78,7 +78,7 @@ class BastionApp:
 def create_app(
     settings: Settings,
     *,
-    upstream_transport: httpx.AsyncBaseTransport | None = None,
+    upstream_transport: httpx2.AsyncBaseTransport | None = None,
     env: Mapping[str, str] | None = None,
 ) -> BastionApp:
     """Build every service once and wire them; ``env`` (default: the process environment) is

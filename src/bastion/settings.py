@@ -47,10 +47,8 @@ class Settings:
     refresh_token_ttl: int = 8 * 3600
     dpop_max_age: int = 60
     dpop_clock_skew: int = 5
-    max_body_bytes: int = 4 * 1024 * 1024
-    max_header_bytes: int = 16 * 1024
     state_poll_interval: float = 0.25
-    audit_batch_interval: float = 0.005
+    audit_batch_interval: float = 0.02
 
     def __repr__(self) -> str:  # secrets never reach a log line
         return (
@@ -84,6 +82,8 @@ class Settings:
         if "BASTION_TRUSTED_PROXIES" in env:
             proxies = env["BASTION_TRUSTED_PROXIES"].split(",")
             values["trusted_proxies"] = tuple(p.strip() for p in proxies if p.strip())
+        if "BASTION_AUDIT_BATCH_MS" in env:
+            values["audit_batch_interval"] = _int_env(env, "BASTION_AUDIT_BATCH_MS", 1, 1000) / 1000
         if "BASTION_ACCESS_TOKEN_TTL" in env:
             values["access_token_ttl"] = _int_env(env, "BASTION_ACCESS_TOKEN_TTL", 30, 900)
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -75,7 +75,7 @@ async def running(
     config_text: str,
     tmp: Path,
     *,
-    upstream: httpx.AsyncBaseTransport | None = None,
+    upstream: httpx2.AsyncBaseTransport | None = None,
     database_url: str = "",
     env: Mapping[str, str] | None = None,
     **settings: Any,

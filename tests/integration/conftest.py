@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from examples.upstream import create_app as create_upstream
 
@@ -19,8 +19,8 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-def upstream_transport() -> httpx.ASGITransport:
-    return httpx.ASGITransport(app=create_upstream(api_key=UPSTREAM_KEY))
+def upstream_transport() -> httpx2.ASGITransport:
+    return httpx2.ASGITransport(app=create_upstream(api_key=UPSTREAM_KEY))
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ async def harness(
     tmp_path: Path,
     config_text: str,
     upstream_env: dict[str, str],
-    upstream_transport: httpx.ASGITransport,
+    upstream_transport: httpx2.ASGITransport,
     database_url: str,
 ) -> AsyncIterator[Harness]:
     """Bastion in-process; every test using it runs on SQLite and on PostgreSQL."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import anthropic
-import httpx
+import httpx2
 import openai
 import orjson
 import pytest
@@ -195,12 +195,12 @@ async def test_upstream_key_injected_and_never_returned(harness: Harness) -> Non
 async def test_upstream_down_maps_to_502(tmp_path, config_text, upstream_env) -> None:  # type: ignore[no-untyped-def]
     from bastion.testing import running
 
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused", request=request)
+    def refuse(request: httpx2.Request) -> httpx2.Response:
+        raise httpx2.ConnectError("refused", request=request)
 
     async with (
         running(
-            config_text, tmp_path, upstream=httpx.MockTransport(refuse), env=upstream_env
+            config_text, tmp_path, upstream=httpx2.MockTransport(refuse), env=upstream_env
         ) as harness,
         harness.client(await harness.enroll("alice")) as client,
     ):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import re
+import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -12,6 +13,7 @@ from bastion.config import BastionConfig, load_config
 from bastion.errors import BadRequest
 from bastion.settings import Settings
 from bastion.store import Store
+from bastion.sync import sync_config_principals
 
 _DURATION = re.compile(r"^(\d+)([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -47,6 +49,9 @@ class Context:
 
     @cached_property
     def store(self) -> Store:
+        """The migrated store, with the config's principals in it (as the server keeps them)."""
         store = Store(self.settings.resolved_database_url)
         store.migrate()
+        if self.settings.config_file.exists():
+            sync_config_principals(store, self.config, time.time())
         return store

@@ -7,13 +7,14 @@ once per request); the audit event goes to the recorder's queue. Each request en
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import anyio
-import httpx
+import httpx2
 import orjson
 from starlette.types import Message, Receive, Scope, Send
 
@@ -381,7 +382,7 @@ class Gateway:
         send: Send,
         exchange: Exchange,
         route: ModelRoute,
-        response: httpx.Response,
+        response: httpx2.Response,
         sse: bool,
     ) -> None:
         """Copy the upstream body to the caller chunk by chunk. A lock covering the caller cuts
@@ -394,18 +395,17 @@ class Gateway:
         key = self._streams.open(stream)
         exchange.outcome = "completed"
         tail = b""
+        watcher = asyncio.ensure_future(_watch_disconnect(receive, stream))
         try:
             with scope:
-                async with anyio.create_task_group() as watchers:
-                    watchers.start_soon(_watch_disconnect, receive, stream)
-                    async for chunk in self._proxy.chunks(response, route):
-                        meter.feed(chunk)
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    watchers.cancel_scope.cancel()
+                async for chunk in self._proxy.chunks(response, route):
+                    meter.feed(chunk)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except UpstreamError as error:
             exchange.outcome = "error"
             tail = _stream_error(error, sse)
         finally:
+            watcher.cancel()
             self._streams.close(key)
         meter.finish()
         if stream.client_gone:

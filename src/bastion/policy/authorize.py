@@ -92,8 +92,27 @@ def _to_decision(snapshot: Snapshot, result: cedarpy.AuthzResult) -> Decision:
     return Decision(False, reasons, policies, snapshot.epoch)
 
 
+MAX_MEMO = 65536
+
+
 def authorize(snapshot: Snapshot, caller: Caller, model: str, facts: RequestFacts) -> Decision:
-    """Cedar's answer for ``caller`` invoking ``model``; errors and unknowns deny."""
+    """Cedar's answer for ``caller`` invoking ``model``; errors and unknowns deny.
+
+    Answers are memoized per snapshot: the same principal, model and facts against the same
+    snapshot always get the same decision, so Cedar runs once per distinct question."""
+    key = (caller.principal, model, facts)
+    memo = snapshot.decisions
+    decision = memo.get(key)
+    if decision is None:
+        decision = _evaluate(snapshot, caller, model, facts)
+        if len(memo) >= MAX_MEMO:
+            memo.clear()
+        memo[key] = decision
+    assert isinstance(decision, Decision)
+    return decision
+
+
+def _evaluate(snapshot: Snapshot, caller: Caller, model: str, facts: RequestFacts) -> Decision:
     if caller.principal not in snapshot.principals:
         return Decision.deny(Reason.UNKNOWN_PRINCIPAL, snapshot.epoch)
     cedar = snapshot.cedar

@@ -9,9 +9,10 @@ and hands the rows in. A build that fails raises, and the holder keeps the last 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import Any
 
 import cedarpy
 
@@ -89,6 +90,9 @@ class Snapshot:
     device_keys: Mapping[str, tuple[str, Mapping[str, str]]]  # jkt -> (principal, public JWK)
     locks: Mapping[tuple[str, str], LockFacts]
     cedar: CedarHandles = field(repr=False)
+    # Memo of Cedar decisions for this snapshot (decisions are pure functions of the snapshot
+    # and the request facts); bounded, and gone with the snapshot on the next swap.
+    decisions: dict[Hashable, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def lock_on(self, targets: Iterable[tuple[str, str]], now: float) -> LockFacts | None:
         """The first active lock on any of ``targets`` (each an O(1) lookup), or None."""
