@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import anthropic
+import orjson
 import openai
 import pytest
 
@@ -177,3 +178,8 @@ def test_no_secrets_in_responses_or_logs(
         assert UPSTREAM_KEY not in text
         assert PROMPT_MARKER not in text
         assert "eyJ" not in text  # no JWT (token, proof or assertion) of any kind
+        assert "Traceback" not in text
+    lines = [line for line in log.splitlines() if line.strip()]
+    assert lines, "the server logged nothing"
+    for line in lines:  # structured: every line is one JSON object
+        assert isinstance(orjson.loads(line), dict), line

@@ -76,7 +76,13 @@ async def call(
     if proof is not None:
         headers["DPoP"] = proof
     async with harness.client() as client:
-        return await client.post(CHAT, json=BODY, headers=headers, **extra)
+        response = await client.post(CHAT, json=BODY, headers=headers, **extra)
+    # Whatever happened, the response echoes no credential it was sent.
+    echoed = response.text + " ".join(response.headers.values())
+    for secret in (authorization, proof):
+        if secret:
+            assert secret.removeprefix("DPoP ").removeprefix("Bearer ") not in echoed
+    return response
 
 
 def good_proof(who: Login, **overrides: Any) -> str:

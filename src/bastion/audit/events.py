@@ -59,6 +59,7 @@ class RequestDecided(Event):
     jkt: str | None
     status: int
     outcome: str  # completed | denied | error | cut | client_closed
+    error: str | None = None  # the error code the caller got, if any
     stream: bool = False
     tokens_in: int | None = None
     tokens_out: int | None = None

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from bastion.config import example_config_text, load_config
+from bastion.errors import BadRequest
 from bastion.identity.keys import IssuerKey
 
 from .context import Context
@@ -66,13 +67,20 @@ def register(app: typer.Typer) -> None:
         public_url: str | None = typer.Option(
             None, help="the URL clients use (default: http://HOST:PORT or $BASTION_PUBLIC_URL)"
         ),
-        log_level: str = typer.Option("info", help="uvicorn log level"),
+        log_level: str = typer.Option("info", help="debug, info, warning or error"),
     ) -> None:
         """Run the gateway and authorization server."""
+        import logging.config
+
         import uvicorn
 
         from bastion.app import create_app
+        from bastion.logs import log_config
         from bastion.settings import Settings
+
+        if log_level not in ("debug", "info", "warning", "error"):
+            raise BadRequest("--log-level must be debug, info, warning or error")
+        logging.config.dictConfig(log_config(log_level))
 
         c: Context = ctx.obj
         url = public_url or os.environ.get("BASTION_PUBLIC_URL") or f"http://{host}:{port}"
@@ -81,12 +89,14 @@ def register(app: typer.Typer) -> None:
         )
         settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         app = create_app(settings)
-        out.print(f"Bastion serving on {url} (state: {Path(settings.state_dir).resolve()})")
+        logging.getLogger("bastion").info(
+            "serving on %s (state: %s)", url, Path(settings.state_dir).resolve()
+        )
         uvicorn.run(
             app,
             host=host,
             port=port,
-            log_level=log_level,
+            log_config=log_config(log_level),
             access_log=False,
             server_header=False,
             proxy_headers=False,

@@ -80,6 +80,7 @@ class Exchange:
     outcome: str = "denied"
     stream: bool = False
     meter: UsageMeter | None = None
+    error: str | None = None
 
     def event(self) -> RequestDecided:
         decision = self.decision
@@ -99,6 +100,7 @@ class Exchange:
             jkt=self.caller.jkt if self.caller else None,
             status=self.status,
             outcome=self.outcome,
+            error=self.error,
             stream=self.stream,
             tokens_in=self.meter.tokens_in if self.meter else None,
             tokens_out=self.meter.tokens_out if self.meter else None,
@@ -184,11 +186,13 @@ class Gateway:
             await self._handle(scope, receive, tracked_send, exchange, method, path)
         except BastionError as error:
             exchange.outcome = "denied" if error.status in (401, 403, 404) else "error"
+            exchange.error = error.code
             if not started:
                 await send_error(tracked_send, error)
         except Exception:
             log.exception("unexpected gateway error on %s", exchange.route)
             exchange.outcome = "error"
+            exchange.error = "internal_error"
             if not started:
                 await send_error(tracked_send, BastionError("internal error"))
         finally:

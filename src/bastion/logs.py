@@ -1,0 +1,51 @@
+"""Structured JSON logs: one object per line, and nothing secret in any of them.
+
+A log line carries the time, level, logger, message and the name of an exception's class —
+never a traceback or an exception's text (either could quote a token, a key or a prompt). The
+same formatter is installed for uvicorn's loggers so the whole process speaks one format.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+# ``extra=`` keys a log call may attach; anything else is left out of the line.
+ALLOWED_EXTRAS = ("event", "principal", "route", "status", "epoch", "count")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info and record.exc_info[0] is not None:
+            data["error_type"] = record.exc_info[0].__name__
+        for key in ALLOWED_EXTRAS:
+            if key in record.__dict__:
+                data[key] = record.__dict__[key]
+        return orjson.dumps(data, default=str).decode()
+
+
+def log_config(level: str = "info") -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` for ``bastion serve`` (also handed to uvicorn)."""
+    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    logger = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "bastion.logs.JsonFormatter"}},
+        "handlers": {"default": handler},
+        "loggers": {
+            "bastion": logger,
+            "uvicorn": logger,
+            "uvicorn.error": {**logger, "handlers": ["default"]},
+            "uvicorn.access": {**logger, "level": "WARNING"},
+        },
+    }
