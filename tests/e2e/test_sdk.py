@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable, Iterator
 
 import anthropic
-import orjson
 import openai
+import orjson
 import pytest
 
 import bastion.client
