@@ -43,7 +43,9 @@ def sync_config_principals(store: Store, config: BastionConfig, now: float) -> N
             if row is None:
                 principal_rows.insert(
                     conn,
-                    PrincipalRow(name, str(declared.kind), declared.org, "config", False, now),
+                    PrincipalRow(
+                        name, str(declared.kind), declared.org, "config", declared.disabled, now
+                    ),
                 )
                 changed = True
             elif (row.kind, row.org, row.disabled) != (

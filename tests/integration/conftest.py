@@ -1,16 +1,25 @@
-"""Integration fixtures: Bastion in-process on a real store, the stand-in upstream behind it."""
+"""Integration fixtures: Bastion and its CLI in-process, on a real store.
+
+Bastion runs with the stand-in upstream behind it; the CLI runs through ``main()`` in a fresh
+directory.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx2
 import pytest
 from examples.upstream import create_app as create_upstream
 
+from bastion.cli.main import main
+from bastion.store import Store
 from bastion.testing import Harness, running
-from tests.conftest import UPSTREAM_KEY
+from tests.conftest import CONFIG, UPSTREAM_KEY
 
 
 @pytest.fixture
@@ -40,3 +49,70 @@ async def harness(
         database_url=database_url,
     ) as running_harness:
         yield running_harness
+
+
+@dataclass(frozen=True)
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+class Cli:
+    """``bastion ARGS`` run in-process through ``main()`` (which renders errors), in ``root``."""
+
+    def __init__(
+        self, root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        self.root = root
+        self._capsys = capsys
+        self._monkeypatch = monkeypatch
+        self._store: Store | None = None
+
+    def __call__(self, *args: str) -> CliResult:
+        self._capsys.readouterr()
+        self._monkeypatch.setattr(sys, "argv", ["bastion", *args])
+        code: int | str | None = 0
+        try:
+            main()
+        except SystemExit as exit_:
+            code = exit_.code
+        out, err = self._capsys.readouterr()
+        assert "Traceback" not in out + err
+        assert isinstance(code, int)
+        return CliResult(code, out, err)
+
+    @property
+    def store(self) -> Store:
+        """The store the commands wrote (opened on first use: opening creates the file)."""
+        if self._store is None:
+            self._store = Store(f"sqlite:///{self.root / '.bastion' / 'bastion.db'}")
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+@pytest.fixture
+def cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Cli]:
+    """The CLI in an empty directory, with no ``BASTION_*`` variables and an 80-column pipe."""
+    monkeypatch.chdir(tmp_path)
+    for name in [name for name in os.environ if name.startswith("BASTION_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.delenv("EXAMPLE_UPSTREAM_KEY", raising=False)
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("BASTION_CLIENT_DIR", str(tmp_path / "client"))
+    runner = Cli(tmp_path, capsys, monkeypatch)
+    yield runner
+    runner.close()
+
+
+@pytest.fixture
+def admin_cli(cli: Cli) -> Cli:
+    """The CLI after ``bastion init`` beside the test config (alice, bob, carol, victor)."""
+    (cli.root / "bastion.yaml").write_text(CONFIG, encoding="utf-8")
+    assert cli("init").code == 0
+    return cli

@@ -9,7 +9,8 @@ from pathlib import Path
 import orjson
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
+from rich.text import Text
 
 from bastion.errors import BadRequest
 from bastion.identity.principals import PrincipalService
@@ -18,7 +19,7 @@ from bastion.store import Store, state
 
 from .context import Context, actor, parse_duration
 
-out = Console()
+out = Console(soft_wrap=True)
 
 
 def when(ts: float | None) -> str:
@@ -37,6 +38,16 @@ def wait_for_enforcement(store: Store, epoch: int, timeout: float = 3.0) -> tupl
         if applied == len(live) or time.monotonic() > deadline:
             return applied, len(live)
         time.sleep(0.05)
+
+
+def _add_row(table: Table, *cells: str) -> None:
+    """Cells are plain text: a lock reason such as ``[/x]`` is shown, never read as markup."""
+    table.add_row(*(Text(cell) for cell in cells))
+
+
+def _id_column(header: str) -> Column:
+    """Identifiers users copy into other commands are never cut short to fit the terminal."""
+    return Column(header, no_wrap=True)
 
 
 def _report(store: Store, epoch: int) -> None:
@@ -85,8 +96,14 @@ def register(app: typer.Typer) -> None:
         c: Context = ctx.obj
         table = Table("name", "kind", "org", "source", "disabled", "created")
         for row in PrincipalService(c.store).all():
-            table.add_row(
-                row.name, row.kind, row.org, row.source, str(row.disabled), when(row.created_at)
+            _add_row(
+                table,
+                row.name,
+                row.kind,
+                row.org,
+                row.source,
+                str(row.disabled),
+                when(row.created_at),
             )
         out.print(table)
 
@@ -109,9 +126,9 @@ def register(app: typer.Typer) -> None:
     def key_list(ctx: typer.Context, principal: str) -> None:
         """List a principal's device keys."""
         c: Context = ctx.obj
-        table = Table("thumbprint (jkt)", "alg", "enrolled", "revoked")
+        table = Table(_id_column("thumbprint (jkt)"), "alg", "enrolled", "revoked")
         for row in PrincipalService(c.store).keys(principal):
-            table.add_row(row.jkt, row.alg, when(row.created_at), when(row.revoked_at))
+            _add_row(table, row.jkt, row.alg, when(row.created_at), when(row.revoked_at))
         out.print(table)
 
     @key_app.command("revoke")
@@ -160,9 +177,10 @@ def register(app: typer.Typer) -> None:
     def locks(ctx: typer.Context) -> None:
         """List active locks."""
         c: Context = ctx.obj
-        table = Table("id", "type", "target", "reason", "author", "since", "expires")
+        table = Table(_id_column("id"), "type", "target", "reason", "author", "since", "expires")
         for row in LockService(c.store).active():
-            table.add_row(
+            _add_row(
+                table,
                 row.id,
                 row.target_type,
                 row.target,

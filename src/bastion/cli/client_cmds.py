@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import httpx
 import orjson
 import typer
@@ -13,7 +15,7 @@ from bastion.errors import BadRequest
 from bastion.identity.dpop import sign_proof
 from bastion.identity.keys import generate_private_jwk, public_jwk, thumbprint
 
-out = Console()
+out = Console(soft_wrap=True, markup=False)  # prints names and paths the user typed
 
 
 def _enroll(server: str, principal: str, code: str, private_jwk: dict[str, str]) -> None:
@@ -36,6 +38,14 @@ def _enroll(server: str, principal: str, code: str, private_jwk: dict[str, str])
         raise BadRequest(f"enrollment refused ({response.status_code}): {detail}")
 
 
+def _is_base_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        return False
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def login(
@@ -52,6 +62,8 @@ def register(app: typer.Typer) -> None:
         if alg not in ("EdDSA", "ES256"):
             raise BadRequest("--alg must be EdDSA or ES256")
         server = server.rstrip("/")
+        if not _is_base_url(server):
+            raise BadRequest(f"--server must be an http:// or https:// URL (got {server!r})")
         private = generate_private_jwk(alg)
         if code:
             _enroll(server, principal, code, private)

@@ -50,6 +50,8 @@ class Context:
     @cached_property
     def store(self) -> Store:
         """The migrated store, with the config's principals in it (as the server keeps them)."""
+        if not self.settings.database_url:  # SQLite in the state directory: private, like init's
+            self.settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         store = Store(self.settings.resolved_database_url)
         store.migrate()
         if self.settings.config_file.exists():

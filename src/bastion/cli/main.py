@@ -1,8 +1,9 @@
 """The ``bastion`` command: thin Typer commands over the shared services.
 
 Errors are rendered here once: a ``BastionError`` prints its message (config errors one problem
-per line) and exits 1; anything else prints "internal error" and exits 2, with the traceback only
-when ``BASTION_DEBUG=1``.
+per line) and exits 1; a usage error prints click's usage and message and exits 2; anything else
+prints "internal error" and exits 2, with the traceback only when ``BASTION_DEBUG=1``. Messages are
+printed as plain text (never as Rich markup) and are not wrapped, so each stays one greppable line.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import sys
 import traceback
 from pathlib import Path
 
-import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from bastion.errors import BastionError, ConfigError
 
@@ -53,26 +54,32 @@ events.register(app)
 
 
 def main() -> None:
-    err = Console(stderr=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns a typer.Exit code instead of raising
     except BastionError as error:
         if isinstance(error, ConfigError):
-            err.print(f"[red]error:[/] invalid configuration ({error.file})", highlight=False)
+            err.print(f"[red]error:[/] invalid configuration ({escape(error.file)})")
             for problem in error.problems:
-                err.print(f"  {problem}", highlight=False, markup=False)
+                err.print(f"  {problem}", markup=False)
         else:
-            err.print(f"[red]error:[/] {error.message}", highlight=False)
+            err.print(f"[red]error:[/] {escape(error.message)}")
         sys.exit(1)
     except (typer.Abort, KeyboardInterrupt):
         sys.exit(130)
     except typer.Exit as exit_:
         sys.exit(exit_.exit_code)
-    except Exception as error:
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
+    except typer.TyperException as error:  # click's usage errors (typer vendors click)
+        show = getattr(error, "show", None)
+        if callable(show):
+            show()
+        else:
+            err.print(f"error: {error.format_message()}", markup=False)
+        sys.exit(error.exit_code)
+    except Exception:
         if os.environ.get("BASTION_DEBUG") == "1":
             traceback.print_exc()
         err.print("[red]error:[/] internal error (set BASTION_DEBUG=1 for details)")
         sys.exit(2)
+    if isinstance(code, int) and code:
+        sys.exit(code)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from bastion.config import example_config_text, load_config
 from bastion.errors import BadRequest
@@ -14,7 +15,7 @@ from bastion.identity.keys import IssuerKey
 
 from .context import Context
 
-out = Console()
+out = Console(soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -31,14 +32,14 @@ def register(app: typer.Typer) -> None:
         settings = c.settings
         config_file = settings.config_file
         if config_file.exists() and not force:
-            out.print(f"kept existing {config_file} (use --force to overwrite)")
+            out.print(f"kept existing {escape(str(config_file))} (use --force to overwrite)")
         else:
             config_file.write_text(example_config_text(), encoding="utf-8")
-            out.print(f"wrote {config_file}")
+            out.print(f"wrote {escape(str(config_file))}")
         settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(settings.state_dir, 0o700)
         IssuerKey.load_or_create(settings.issuer_key_file)
-        out.print(f"issuer key {settings.issuer_key_file} (mode 0600)")
+        out.print(f"issuer key {escape(str(settings.issuer_key_file))} (mode 0600)")
         c.store.migrate()
         out.print(f"database ready ({c.store.backend})")
         out.print("next: bastion config check && bastion serve")
@@ -52,7 +53,7 @@ def register(app: typer.Typer) -> None:
             {u.api_key_env for u in config.upstreams.values() if u.api_key_env} - set(os.environ)
         )
         out.print(
-            f"{c.settings.config_file}: ok — {len(config.upstreams)} upstreams, "
+            f"{escape(str(c.settings.config_file))}: ok — {len(config.upstreams)} upstreams, "
             f"{len(config.models)} models, {len(config.compartments)} compartments, "
             f"{len(config.orgs)} orgs, {len(config.principals)} principals"
         )
