@@ -22,6 +22,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from bastion.audit import keys as audit_keys
+from bastion.audit.checkpointer import Checkpointer
+from bastion.audit.commitment import Committer
+from bastion.audit.log import AuditLog
 from bastion.audit.recorder import AuditRecorder
 from bastion.config import load_config
 from bastion.gateway.asgi import Gateway, GatewayLimits
@@ -37,6 +41,7 @@ from bastion.identity.principals import PrincipalService
 from bastion.identity.replay import MemoryReplayCache
 from bastion.identity.service import TokenService
 from bastion.policy.holder import SnapshotHolder
+from bastion.respond.locks import LockService
 from bastion.settings import Settings
 from bastion.store import Store
 from bastion.sync import StateSync, sync_config_principals
@@ -57,6 +62,8 @@ class Services:
     principals: PrincipalService
     tokens: TokenService
     issuer: IssuerKey
+    audit: AuditLog
+    locks: LockService
 
 
 class BastionApp:
@@ -95,12 +102,20 @@ def create_app(
     sync = StateSync(
         store, holder, settings.config_file, env=env, poll_interval=settings.state_poll_interval
     )
-    recorder = AuditRecorder(store, interval=settings.audit_batch_interval)
+    keys = audit_keys.load_or_create(settings.state_dir)
+    audit = AuditLog(
+        Committer(keys.salt, hash_addresses=config.audit.hash_source_addresses),
+        keys.signer,
+        keys.origin,
+    )
+    recorder = AuditRecorder(store, audit, linger=settings.audit_linger)
+    checkpointer = Checkpointer(store, audit, interval=settings.checkpoint_interval)
     codec = AccessTokenCodec(issuer, issuer=issuer_url, audience=issuer_url)
     dpop = DPoPVerifier(
         MemoryReplayCache(), max_age=settings.dpop_max_age, clock_skew=settings.dpop_clock_skew
     )
-    principals = PrincipalService(store)
+    principals = PrincipalService(store, audit)
+    locks = LockService(store, audit)
     tokens = TokenService(
         store=store,
         holder=holder,
@@ -108,6 +123,7 @@ def create_app(
         dpop=dpop,
         assertion_replay=MemoryReplayCache(),
         recorder=recorder,
+        audit=audit,
         audiences={issuer_url, issuer_url + "/oauth/token"},
         access_ttl=settings.access_token_ttl,
         refresh_ttl=settings.refresh_token_ttl,
@@ -131,7 +147,8 @@ def create_app(
 
     def request_source(request: Request) -> str:
         peer = request.client.host if request.client else ""
-        return source_ip(peer, request.headers.get("x-forwarded-for"), proxies)
+        hops = ", ".join(request.headers.getlist("x-forwarded-for")) or None
+        return source_ip(peer, hops, proxies)
 
     identity = IdentityEndpoints(
         tokens=tokens,
@@ -143,7 +160,7 @@ def create_app(
         source_ip=request_source,
     )
     services = Services(
-        settings, store, holder, sync, recorder, streams, principals, tokens, issuer
+        settings, store, holder, sync, recorder, streams, principals, tokens, issuer, audit, locks
     )
 
     async def healthz(request: Request) -> Response:
@@ -160,7 +177,11 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await sync.reload()
-        tasks = [asyncio.create_task(sync.run()), asyncio.create_task(recorder.run())]
+        tasks = [
+            asyncio.create_task(sync.run()),
+            asyncio.create_task(recorder.run()),
+            asyncio.create_task(checkpointer.run()),
+        ]
         try:
             yield
         finally:
@@ -170,6 +191,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await recorder.flush()
+            await checkpointer.once()
             await proxy.aclose()
             sync.deregister()
             store.close()

@@ -24,6 +24,7 @@ CLI in ``cli/main.py``); anything that is not a ``BastionError`` is logged and b
     │   ├── InvalidJSON (invalid_json)
     │   ├── BodyTooLarge (413 body_too_large)
     │   └── HeadersTooLarge (431 headers_too_large)
+    ├── MethodNotAllowed (405 method_not_allowed)
     ├── Conflict (409 conflict)
     ├── Unavailable (503 unavailable)
     └── UpstreamError (502 upstream_error)
@@ -136,6 +137,11 @@ class BodyTooLarge(BadRequest):
 class HeadersTooLarge(BadRequest):
     status = 431
     code = "headers_too_large"
+
+
+class MethodNotAllowed(BastionError):
+    status = 405
+    code = "method_not_allowed"
 
 
 class Conflict(BastionError):

@@ -48,7 +48,8 @@ class Settings:
     dpop_max_age: int = 60
     dpop_clock_skew: int = 5
     state_poll_interval: float = 0.25
-    audit_batch_interval: float = 0.02
+    audit_linger: float = 0.0
+    checkpoint_interval: float = 2.0
 
     def __repr__(self) -> str:  # secrets never reach a log line
         return (
@@ -82,8 +83,12 @@ class Settings:
         if "BASTION_TRUSTED_PROXIES" in env:
             proxies = env["BASTION_TRUSTED_PROXIES"].split(",")
             values["trusted_proxies"] = tuple(p.strip() for p in proxies if p.strip())
-        if "BASTION_AUDIT_BATCH_MS" in env:
-            values["audit_batch_interval"] = _int_env(env, "BASTION_AUDIT_BATCH_MS", 1, 1000) / 1000
+        if "BASTION_AUDIT_LINGER_MS" in env:
+            values["audit_linger"] = _int_env(env, "BASTION_AUDIT_LINGER_MS", 0, 1000) / 1000
+        if "BASTION_CHECKPOINT_SECONDS" in env:
+            values["checkpoint_interval"] = float(
+                _int_env(env, "BASTION_CHECKPOINT_SECONDS", 1, 3600)
+            )
         if "BASTION_ACCESS_TOKEN_TTL" in env:
             values["access_token_ttl"] = _int_env(env, "BASTION_ACCESS_TOKEN_TTL", 30, 900)
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -65,9 +65,8 @@ def sync_config_principals(store: Store, config: BastionConfig, now: float) -> N
             state.bump_epoch(conn)
 
 
-def read_snapshot(store: Store, config_file: Path, env: Mapping[str, str]) -> Snapshot:
-    """Build a snapshot from the current config file and store contents (blocking I/O)."""
-    config = load_config(config_file)
+def read_snapshot(store: Store, config: BastionConfig, env: Mapping[str, str]) -> Snapshot:
+    """Build a snapshot from a loaded config and the store's contents (blocking I/O)."""
     now = time.time()
     with store.read() as conn:
         epoch = state.epoch(conn)
@@ -101,6 +100,9 @@ class StateSync:
         self._env = dict(os.environ) if env is None else dict(env)
         self._poll = poll_interval
         self._lock = asyncio.Lock()
+        self._config: BastionConfig | None = None
+        self._config_error: str | None = None
+        self._config_stamp: tuple[int, int] | None = None
         self.process = state.ProcessRow(
             id=f"{kind}-{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}",
             kind=kind,
@@ -111,13 +113,36 @@ class StateSync:
             epoch=0,
         )
 
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            stat = self._config_file.stat()
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
+
+    def _load(self) -> Snapshot:
+        """Re-read the config if the file changed; build from the last good config if it is now
+        invalid, so new locks, keys and revocations still take effect (fail closed, not stale)."""
+        stamp = self._stamp()
+        if self._config is None or stamp != self._config_stamp:
+            self._config_stamp = stamp
+            try:
+                self._config = load_config(self._config_file)
+                self._config_error = None
+                sync_config_principals(self._store, self._config, time.time())
+            except BastionError as exc:
+                if exc.message != self._config_error:
+                    log.error("config invalid; keeping the last good one: %s", exc.message)
+                self._config_error = exc.message
+                if self._config is None:
+                    raise
+        return read_snapshot(self._store, self._config, self._env)
+
     async def reload(self) -> Snapshot | None:
         """Rebuild and swap now. Returns the new snapshot, or None if the build failed."""
         async with self._lock:
             try:
-                snapshot = await anyio.to_thread.run_sync(
-                    read_snapshot, self._store, self._config_file, self._env
-                )
+                snapshot = await anyio.to_thread.run_sync(self._load)
             except BastionError as exc:
                 self._holder.failed(exc.message)
                 log.error("snapshot rebuild failed; keeping the last good one: %s", exc.message)
@@ -127,6 +152,8 @@ class StateSync:
                 log.exception("snapshot rebuild failed; keeping the last good one")
                 return None
             self._holder.swap(snapshot)
+            if self._config_error is not None:
+                self._holder.failed(f"serving the last good config: {self._config_error}")
             await self._heartbeat(snapshot.epoch)
             return snapshot
 
@@ -156,7 +183,8 @@ class StateSync:
                 log.warning("state epoch poll failed; serving from the last snapshot")
                 continue
             snapshot = self._holder.current
-            if snapshot is None or current != snapshot.epoch:
+            changed = self._stamp() != self._config_stamp
+            if snapshot is None or current != snapshot.epoch or changed:
                 await self.reload()
                 last_beat = time.monotonic()
             elif time.monotonic() - last_beat > 2.0:

@@ -16,6 +16,9 @@ import httpx2
 import pytest
 from examples.upstream import create_app as create_upstream
 
+from bastion.audit import keys as audit_keys
+from bastion.audit.commitment import Committer
+from bastion.audit.log import AuditLog
 from bastion.cli.main import main
 from bastion.store import Store
 from bastion.testing import Harness, running
@@ -88,6 +91,12 @@ class Cli:
         if self._store is None:
             self._store = Store(f"sqlite:///{self.root / '.bastion' / 'bastion.db'}")
         return self._store
+
+    @property
+    def audit(self) -> AuditLog:
+        """The audit log the commands append to (its keys from the state directory)."""
+        keys = audit_keys.load_or_create(self.root / ".bastion")
+        return AuditLog(Committer(keys.salt), keys.signer, keys.origin)
 
     def close(self) -> None:
         if self._store is not None:

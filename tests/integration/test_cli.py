@@ -52,7 +52,9 @@ def test_init_writes_the_example_and_a_private_state_directory(cli: Cli) -> None
     assert mode(cli.root / ".bastion") == 0o700
     assert mode(cli.root / ".bastion" / "issuer.jwk") == 0o600
     assert (cli.root / ".bastion" / "bastion.db").is_file()
-    assert [row.name for row in PrincipalService(cli.store).all()] == ["alice"]  # the example's
+    assert [row.name for row in PrincipalService(cli.store, cli.audit).all()] == [
+        "alice"
+    ]  # the example's
 
 
 def test_init_keeps_an_edited_file_unless_forced_and_never_rotates_the_issuer_key(cli: Cli) -> None:

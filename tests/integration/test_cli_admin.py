@@ -42,7 +42,7 @@ def test_principal_add_prints_a_one_time_code_that_enrolls_once(admin_cli: Cli) 
     assert result.out.splitlines()[-1] == (
         "on the device: bastion login --server URL --principal dave --code CODE"
     )
-    service = PrincipalService(admin_cli.store)
+    service = PrincipalService(admin_cli.store, admin_cli.audit)
     dave = service.get("dave")
     assert (dave.kind, dave.org, dave.source) == ("user", "lab", "cli")
     code = printed_code(result.out, "dave")
@@ -83,10 +83,10 @@ NAME_RULE = (
 def test_principal_add_refuses_with_a_specific_message(
     admin_cli: Cli, name: str, options: list[str], message: str
 ) -> None:
-    before = PrincipalService(admin_cli.store).all()
+    before = PrincipalService(admin_cli.store, admin_cli.audit).all()
     result = admin_cli("principal", "add", *options, "--", name)
     assert (result.code, result.out, result.err) == (1, "", f"error: {message}\n")
-    assert PrincipalService(admin_cli.store).all() == before
+    assert PrincipalService(admin_cli.store, admin_cli.audit).all() == before
 
 
 def test_principal_list_shows_config_and_cli_principals(admin_cli: Cli) -> None:
@@ -122,7 +122,9 @@ def test_key_enroll_list_and_revoke(admin_cli: Cli) -> None:
     jkt = thumbprint(ed25519)
     revoked = admin_cli("key", "revoke", jkt, "--reason", "laptop lost")
     assert (revoked.code, revoked.out) == (0, f"revoked key {jkt}\n")
-    keys = {row.jkt: row for row in PrincipalService(admin_cli.store).keys("alice")}
+    keys = {
+        row.jkt: row for row in PrincipalService(admin_cli.store, admin_cli.audit).keys("alice")
+    }
     assert keys[jkt].revoked_at is not None
     assert keys[thumbprint(p256)].revoked_at is None
     again = admin_cli("key", "revoke", jkt, "--reason", "laptop lost")
@@ -155,7 +157,7 @@ def test_key_enroll_refuses_anything_but_a_public_device_key(admin_cli: Cli, cas
     result = admin_cli("key", "enroll", "alice", str(path))
     assert (result.code, result.out) == (1, "")
     assert result.err == f"error: {message.format(file=path)}\n"
-    assert PrincipalService(admin_cli.store).keys("alice") == []
+    assert PrincipalService(admin_cli.store, admin_cli.audit).keys("alice") == []
 
 
 def test_key_enroll_refuses_missing_files_unknown_principals_and_duplicates(
@@ -169,7 +171,7 @@ def test_key_enroll_refuses_missing_files_unknown_principals_and_duplicates(
     assert admin_cli("key", "enroll", "alice", str(path)).code == 0
     twice = admin_cli("key", "enroll", "bob", str(path))
     assert (twice.code, twice.err) == (1, "error: this device key is already enrolled\n")
-    assert PrincipalService(admin_cli.store).keys("bob") == []
+    assert PrincipalService(admin_cli.store, admin_cli.audit).keys("bob") == []
 
 
 # --- locks ------------------------------------------------------------------------------------
@@ -179,7 +181,7 @@ def test_lock_list_and_unlock_a_principal(admin_cli: Cli, monkeypatch: pytest.Mo
     before = time.time()
     result = admin_cli("lock", "principal", "alice", "--reason", "r", "--ttl", "30m")
     assert result.code == 0
-    [lock] = LockService(admin_cli.store).active()
+    [lock] = LockService(admin_cli.store, admin_cli.audit).active()
     assert (lock.target_type, lock.target, lock.reason) == ("principal", "alice", "r")
     assert lock.expires_at is not None
     assert before + 1800 <= lock.expires_at <= time.time() + 1800
@@ -206,7 +208,7 @@ def test_lock_list_and_unlock_a_principal(admin_cli: Cli, monkeypatch: pytest.Mo
     released = admin_cli("unlock", "principal", "alice", "--reason", "cleared")
     assert released.code == 0
     assert released.out.splitlines()[0] == f"unlocked principal alice ({lock.id})"
-    assert LockService(admin_cli.store).active() == []
+    assert LockService(admin_cli.store, admin_cli.audit).active() == []
     again = admin_cli("unlock", "principal", "alice")
     assert (again.code, again.err) == (1, "error: no active lock on principal alice\n")
 
@@ -230,14 +232,14 @@ def test_bad_locks_are_refused_and_store_nothing(
 ) -> None:
     result = admin_cli("lock", *args)
     assert (result.code, result.out, result.err) == (1, "", f"error: {message}\n")
-    assert LockService(admin_cli.store).active() == []
+    assert LockService(admin_cli.store, admin_cli.audit).active() == []
 
 
 def test_a_lock_without_reason_is_a_usage_error(admin_cli: Cli) -> None:
     result = admin_cli("lock", "principal", "alice")
     assert result.code == 2
     assert "Error: Missing option '--reason'." in result.err
-    assert LockService(admin_cli.store).active() == []
+    assert LockService(admin_cli.store, admin_cli.audit).active() == []
 
 
 def test_lock_all_and_a_running_gateway_confirming_it(
@@ -248,7 +250,7 @@ def test_lock_all_and_a_running_gateway_confirming_it(
         state.heartbeat(conn, state.ProcessRow("gw1", "gateway", os.getpid(), "h", now, now, 10**9))
     result = admin_cli("lock", "all", "--reason", "[/x] incident 42")
     assert result.code == 0
-    [lock] = LockService(admin_cli.store).active()
+    [lock] = LockService(admin_cli.store, admin_cli.audit).active()
     assert (lock.target_type, lock.target, lock.reason) == ("all", "*", "[/x] incident 42")
     assert result.out.splitlines()[0] == f"locked all * ({lock.id})"
     assert result.out.splitlines()[1].startswith("enforced by 1 gateway(s) (epoch ")

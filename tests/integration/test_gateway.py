@@ -11,7 +11,6 @@ import orjson
 import pytest
 
 from bastion.client import Profile
-from bastion.respond.locks import LockService
 from bastion.store import events as event_rows
 from bastion.testing import BASE_URL, Harness
 
@@ -128,7 +127,7 @@ async def test_locked_principal_refused_then_unlocked(harness: Harness) -> None:
     await client.chat.completions.create(
         model="demo-chat", messages=[{"role": "user", "content": "1"}]
     )
-    locks = LockService(harness.services.store)
+    locks = harness.services.locks
     locks.lock("principal", "alice", reason="test containment", author="test")
     await harness.reload()
     with pytest.raises(openai.PermissionDeniedError) as denied:

@@ -67,6 +67,24 @@ class RequestDecided(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RequestAuthorized(Event):
+    """An allowed request to an ``audit: required`` compartment, made durable before it is
+    forwarded; its ``request.decided`` event follows when the response ends."""
+
+    name: ClassVar[str] = "request.authorized"
+    principal: str
+    org: str
+    model: str
+    compartment: str
+    route: str
+    policies: tuple[str, ...]
+    epoch: int
+    source_ip: str
+    family: str
+    jkt: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AdminAction(Event):
     """A change made through the CLI, API or console: who did what to which target, and why."""
 
@@ -93,6 +111,8 @@ class TokenEvent(Event):
     jkt: str | None = None
     source_ip: str = ""
     error: str | None = None
+    grant_type: str = ""
+    reason: str = ""
 
     @property
     def event_name(self) -> str:

@@ -1,84 +1,119 @@
-"""The audit recorder: the hot path hands events to a queue; a writer group-commits them.
+"""The audit recorder: the hot path hands events over; one writer group-commits them.
 
-``record`` never blocks and never does I/O. The writer drains the queue every few milliseconds
-and appends the batch in one transaction on a worker thread. Admin actions made outside the
-server (the CLI) are written synchronously with ``write_now``. The queue is bounded; when it is
-full, events are counted as dropped (and ``audit: required`` compartments — next issue — refuse).
+``record`` never blocks and does no I/O (best-effort events). ``commit`` waits until the event is
+durable in the log, for compartments marked ``audit: required``: if the log cannot record, it
+raises ``AuditUnavailable`` and the caller refuses the request. The writer takes whatever has
+queued up, appends it to the Merkle log in one transaction on a worker thread, and meanwhile the
+next batch gathers — group commit without a timer. Events made outside the server (the CLI)
+are appended synchronously by the services, in the transaction of the change they record.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 
 import anyio
 
+from bastion.errors import Unavailable
 from bastion.store import Store
-from bastion.store import events as event_rows
 
 from .events import Event
+from .log import AuditLog
 
 log = logging.getLogger("bastion.audit")
 
 
-def event_row(event: Event) -> tuple[str, str, float, str]:
-    return (event.id, event.event_name, event.time, event.canonical().decode())
-
-
-def write_now(store: Store, events: Sequence[Event]) -> None:
-    """Append events synchronously (CLI and tests)."""
-    with store.begin() as conn:
-        event_rows.append(conn, [event_row(event) for event in events])
+class AuditUnavailable(Unavailable):
+    code = "audit_unavailable"
 
 
 class AuditRecorder:
-    def __init__(self, store: Store, *, interval: float = 0.005, max_queue: int = 100_000) -> None:
+    def __init__(
+        self,
+        store: Store,
+        audit_log: AuditLog,
+        *,
+        linger: float = 0.0,
+        max_queue: int = 100_000,
+        max_batch: int = 2_000,
+    ) -> None:
         self._store = store
-        self._interval = interval
-        self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=max_queue)
-        self._pending: list[Event] = []  # taken off the queue, not yet written
+        self._log = audit_log
+        self._linger = linger
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[tuple[Event, asyncio.Future[None] | None]] = asyncio.Queue(
+            maxsize=max_queue
+        )
+        self._pending: list[tuple[Event, asyncio.Future[None] | None]] = []
+        self._writing = asyncio.Lock()
         self.written = 0
         self.dropped = 0
         self.failures = 0
+        self.healthy = True
 
     def record(self, event: Event) -> None:
+        """Queue a best-effort event."""
         try:
-            self._queue.put_nowait(event)
+            self._queue.put_nowait((event, None))
         except asyncio.QueueFull:
             self.dropped += 1
             log.error("audit queue full; event dropped", extra={"event": event.event_name})
 
+    async def commit(self, event: Event) -> None:
+        """Queue an event and wait until it is durable; ``AuditUnavailable`` if it cannot be."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait((event, future))
+        except asyncio.QueueFull:
+            raise AuditUnavailable("the audit log is overloaded; refusing") from None
+        await asyncio.shield(future)
+
     async def run(self) -> None:
-        """Drain forever (cancelled at shutdown, after a final ``flush``)."""
+        """Write batches forever (cancelled at shutdown, after which ``flush`` runs once more)."""
         while True:
             self._pending.append(await self._queue.get())
-            await asyncio.sleep(self._interval)  # gather the group commit
+            if self._linger:
+                await asyncio.sleep(self._linger)
             await self.flush()
 
     async def flush(self) -> None:
-        """Write everything recorded so far (also called once more at shutdown)."""
-        self._pending.extend(self._drain())
-        batch, self._pending = self._pending, []
-        if batch:
-            await self._write(batch)
+        """Write everything queued so far, after any write already in flight."""
+        async with self._writing:
+            while self._pending or not self._queue.empty():
+                while not self._queue.empty() and len(self._pending) < self._max_batch:
+                    self._pending.append(self._queue.get_nowait())
+                batch, self._pending = self._pending, []
+                await self._write(batch)
 
-    def _drain(self) -> list[Event]:
-        batch: list[Event] = []
-        while not self._queue.empty():
-            batch.append(self._queue.get_nowait())
-        return batch
+    def _append(self, events: list[Event]) -> None:
+        with self._store.begin() as conn:
+            self._log.append(conn, events)
 
-    async def _write(self, batch: list[Event]) -> None:
+    async def _write(self, batch: list[tuple[Event, asyncio.Future[None] | None]]) -> None:
+        events = [event for event, _ in batch]
         for attempt in range(3):
             try:
-                await anyio.to_thread.run_sync(write_now, self._store, batch)
+                await anyio.to_thread.run_sync(self._append, events)
             except Exception:
                 self.failures += 1
+                self.healthy = False
                 log.exception("audit write failed (attempt %d)", attempt + 1)
                 await asyncio.sleep(0.05 * (attempt + 1))
             else:
-                self.written += len(batch)
+                self.written += len(events)
+                if not self.healthy:
+                    log.warning("audit log recording again")
+                self.healthy = True
+                for _, future in batch:
+                    if future is not None and not future.done():
+                        future.set_result(None)
                 return
-        self.dropped += len(batch)
-        log.error("audit batch of %d events lost after retries", len(batch))
+        lost = sum(1 for _, future in batch if future is None)
+        self.dropped += lost
+        log.critical(
+            "AUDIT GAP: %d best-effort events could not be recorded", lost, extra={"count": lost}
+        )
+        for _, future in batch:
+            if future is not None and not future.done():
+                future.set_exception(AuditUnavailable("the audit log cannot record; refusing"))

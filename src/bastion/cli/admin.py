@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Add a principal and print a one-time enrollment code for `bastion login`."""
         c: Context = ctx.obj
-        service = PrincipalService(c.store)
+        service = PrincipalService(c.store, c.audit)
         service.add(c.config, name, kind=kind, org=org, author=actor())
         out.print(f"added {kind} {name} in org {org}")
         if code:
@@ -88,14 +88,14 @@ def register(app: typer.Typer) -> None:
     def principal_code(ctx: typer.Context, name: str) -> None:
         """Issue a new one-time enrollment code (valid 15 minutes)."""
         c: Context = ctx.obj
-        _print_code(PrincipalService(c.store), name)
+        _print_code(PrincipalService(c.store, c.audit), name)
 
     @principal_app.command("list")
     def principal_list(ctx: typer.Context) -> None:
         """List principals."""
         c: Context = ctx.obj
         table = Table("name", "kind", "org", "source", "disabled", "created")
-        for row in PrincipalService(c.store).all():
+        for row in PrincipalService(c.store, c.audit).all():
             _add_row(
                 table,
                 row.name,
@@ -119,7 +119,7 @@ def register(app: typer.Typer) -> None:
             jwk = orjson.loads(public_key.read_bytes())
         except (OSError, orjson.JSONDecodeError):
             raise BadRequest(f"{public_key}: not a readable JSON file") from None
-        jkt = PrincipalService(c.store).enroll(principal, jwk, author=actor())
+        jkt = PrincipalService(c.store, c.audit).enroll(principal, jwk, author=actor())
         out.print(f"enrolled key {jkt} for {principal}")
 
     @key_app.command("list")
@@ -127,7 +127,7 @@ def register(app: typer.Typer) -> None:
         """List a principal's device keys."""
         c: Context = ctx.obj
         table = Table(_id_column("thumbprint (jkt)"), "alg", "enrolled", "revoked")
-        for row in PrincipalService(c.store).keys(principal):
+        for row in PrincipalService(c.store, c.audit).keys(principal):
             _add_row(table, row.jkt, row.alg, when(row.created_at), when(row.revoked_at))
         out.print(table)
 
@@ -137,7 +137,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Revoke a device key: its tokens stop working on the next request."""
         c: Context = ctx.obj
-        PrincipalService(c.store).revoke_key(jkt, author=actor(), reason=reason)
+        PrincipalService(c.store, c.audit).revoke_key(jkt, author=actor(), reason=reason)
         out.print(f"revoked key {jkt}")
 
     @app.command()
@@ -151,7 +151,7 @@ def register(app: typer.Typer) -> None:
         """Lock a target: refused on its next request, open streams cut."""
         c: Context = ctx.obj
         seconds = parse_duration(ttl) if ttl else None
-        row, epoch = LockService(c.store).lock(
+        row, epoch = LockService(c.store, c.audit).lock(
             target_type, target, reason=reason, author=actor(), ttl=seconds
         )
         expiry = f", expires {when(row.expires_at)} UTC" if row.expires_at else ""
@@ -167,7 +167,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Release every active lock on a target."""
         c: Context = ctx.obj
-        released, epoch = LockService(c.store).unlock(
+        released, epoch = LockService(c.store, c.audit).unlock(
             target_type, target, author=actor(), reason=reason
         )
         out.print(f"unlocked {target_type} {target} ({', '.join(r.id for r in released)})")
@@ -178,7 +178,7 @@ def register(app: typer.Typer) -> None:
         """List active locks."""
         c: Context = ctx.obj
         table = Table(_id_column("id"), "type", "target", "reason", "author", "since", "expires")
-        for row in LockService(c.store).active():
+        for row in LockService(c.store, c.audit).active():
             _add_row(
                 table,
                 row.id,

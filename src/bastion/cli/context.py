@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from bastion.audit import keys as audit_keys
+from bastion.audit.commitment import Committer
+from bastion.audit.log import AuditLog
 from bastion.config import BastionConfig, load_config
 from bastion.errors import BadRequest
 from bastion.settings import Settings
@@ -46,6 +49,17 @@ class Context:
     @cached_property
     def config(self) -> BastionConfig:
         return load_config(self.settings.config_file)
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        """The audit log every admin change is appended to (keys from the state directory)."""
+        keys = audit_keys.load_or_create(self.settings.state_dir)
+        hash_addresses = (
+            self.config.audit.hash_source_addresses if self.settings.config_file.exists() else False
+        )
+        return AuditLog(
+            Committer(keys.salt, hash_addresses=hash_addresses), keys.signer, keys.origin
+        )
 
     @cached_property
     def store(self) -> Store:

@@ -52,11 +52,11 @@ def register(app: typer.Typer) -> None:
         c: Context = ctx.obj
         with c.store.read() as conn:
             rows = event_rows.last(conn, lines)
-        seq = rows[-1].seq if rows else 0
+        seq = rows[-1].idx if rows else -1
         while True:
             for row in rows:
                 out.print(row.body if as_json else _line(row), markup=False, soft_wrap=True)
-                seq = row.seq
+                seq = row.idx
             if not follow:
                 return
             time.sleep(0.5)

@@ -19,7 +19,7 @@ from rich.markup import escape
 
 from bastion.errors import BastionError, ConfigError
 
-from . import admin, client_cmds, events, server
+from . import admin, audit, client_cmds, events, server
 from .context import Context
 
 app = typer.Typer(
@@ -51,6 +51,7 @@ server.register(app)
 admin.register(app)
 client_cmds.register(app)
 events.register(app)
+audit.register(app)
 
 
 def main() -> None:

@@ -84,7 +84,14 @@ def register(app: typer.Typer) -> None:
         logging.config.dictConfig(log_config(log_level))
 
         c: Context = ctx.obj
-        url = public_url or os.environ.get("BASTION_PUBLIC_URL") or f"http://{host}:{port}"
+        url = public_url or os.environ.get("BASTION_PUBLIC_URL") or ""
+        if not url:
+            if host in ("0.0.0.0", "::", ""):
+                raise BadRequest(
+                    f"--host {host} listens on every address: give --public-url (the URL clients "
+                    "use, which their DPoP proofs sign) or set BASTION_PUBLIC_URL"
+                )
+            url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         settings = Settings.from_env(
             config_file=c.config_file, state_dir=c.state_dir, public_url=url.rstrip("/")
         )

@@ -386,6 +386,12 @@ class GatewayOptions(_Frozen):
     max_header_bytes: Annotated[StrictInt, Field(ge=KIB, le=MIB)] = 16 * KIB
 
 
+class AuditOptions(_Frozen):
+    """How the audit log commits to events."""
+
+    hash_source_addresses: StrictBool = False
+
+
 class BastionConfig(_Frozen):
     """The whole of ``bastion.yaml``."""
 
@@ -396,6 +402,7 @@ class BastionConfig(_Frozen):
     orgs: Mapping[Name, Org] = Field(default_factory=dict)
     principals: Mapping[Name, Principal] = Field(default_factory=dict)
     gateway: GatewayOptions = Field(default_factory=GatewayOptions)
+    audit: AuditOptions = Field(default_factory=AuditOptions)
 
     @cached_property
     def _models_by_name(self) -> Mapping[str, Model]:

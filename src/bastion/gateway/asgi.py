@@ -18,8 +18,8 @@ import httpx2
 import orjson
 from starlette.types import Message, Receive, Scope, Send
 
-from bastion.audit.events import RequestDecided, new_event_id
-from bastion.audit.recorder import AuditRecorder
+from bastion.audit.events import RequestAuthorized, RequestDecided, new_event_id
+from bastion.audit.recorder import AuditRecorder, AuditUnavailable
 from bastion.errors import (
     AccessDenied,
     AuthenticationError,
@@ -28,6 +28,7 @@ from bastion.errors import (
     BodyTooLarge,
     HeadersTooLarge,
     InvalidJSON,
+    MethodNotAllowed,
     NotFound,
     Unavailable,
     UnknownModel,
@@ -81,6 +82,25 @@ class Exchange:
     stream: bool = False
     meter: UsageMeter | None = None
     error: str | None = None
+    recorded: bool = False
+
+    def authorized(self) -> RequestAuthorized:
+        assert self.caller is not None
+        assert self.decision is not None
+        assert self.model is not None
+        assert self.compartment is not None
+        return RequestAuthorized(
+            principal=self.caller.principal,
+            org=self.caller.org,
+            model=self.model,
+            compartment=self.compartment,
+            route=self.route,
+            policies=self.decision.policies,
+            epoch=self.decision.epoch,
+            source_ip=self.source_ip,
+            family=self.caller.family,
+            jkt=self.caller.jkt,
+        )
 
     def event(self) -> RequestDecided:
         decision = self.decision
@@ -128,8 +148,9 @@ def _scan_headers(raw: list[tuple[bytes, bytes]]) -> _Headers:
             found.dpop.append(value)
         elif name == b"host":
             found.host = value.decode("latin-1")
-        elif name == b"x-forwarded-for":
-            found.forwarded_for = value.decode("latin-1")
+        elif name == b"x-forwarded-for":  # repeated headers are one comma-joined list
+            hops = value.decode("latin-1")
+            found.forwarded_for = f"{found.forwarded_for}, {hops}" if found.forwarded_for else hops
         elif name == b"content-length":
             try:
                 found.content_length = int(value)
@@ -196,14 +217,15 @@ class Gateway:
             if not started:
                 await send_error(tracked_send, BastionError("internal error"))
         finally:
-            self._recorder.record(exchange.event())
+            if not exchange.recorded:
+                self._recorder.record(exchange.event())
 
     async def _handle(
         self, scope: Scope, receive: Receive, send: Send, exchange: Exchange, method: str, path: str
     ) -> None:
         if (method, path) not in ROUTES:
             if path in PATHS:
-                raise BadRequest(f"method {method} is not allowed on {path}")
+                raise MethodNotAllowed(f"method {method} is not allowed on {path}")
             raise NotFound(f"no such endpoint: {path[:100]}")
         api = ROUTES[(method, path)]
         headers = _scan_headers(scope["headers"])
@@ -230,6 +252,8 @@ class Gateway:
         route, payload = self._route(snapshot, body, api, exchange)
         self._decide(snapshot, exchange, route, facts, now)
         exchange.stream = payload.get("stream") is True
+        if route.audit_required:  # durable before a single byte goes upstream
+            await self._recorder.commit(exchange.authorized())
         await self._forward(scope, receive, send, exchange, route, payload, body)
 
     def _caller(self, snapshot: Snapshot, principal: str, jkt: str, family: str) -> Caller:
@@ -353,8 +377,19 @@ class Gateway:
         body: bytes,
     ) -> None:
         assert exchange.caller is not None
+        rewrite: dict[str, object] = {}
         if route.upstream_model != route.name:
-            body = orjson.dumps({**payload, "model": route.upstream_model})
+            rewrite["model"] = route.upstream_model
+        if exchange.stream and route.api == "openai" and scope["path"] != "/v1/embeddings":
+            options = payload.get("stream_options")
+            if not (isinstance(options, dict) and options.get("include_usage") is True):
+                # metering must not depend on the caller asking for usage
+                rewrite["stream_options"] = {
+                    **(options if isinstance(options, dict) else {}),
+                    "include_usage": True,
+                }
+        if rewrite:
+            body = orjson.dumps({**payload, **rewrite})
         response = await self._proxy.open(route, "POST", scope["path"], scope["headers"], body)
         try:
             if response.status_code in (401, 403):
@@ -424,6 +459,13 @@ class Gateway:
             tail = _stream_error(
                 AccessDenied(f"stream ended: {stream.cut_reason}", (stream.cut_reason,)), sse
             )
+        if route.audit_required:  # the response is not complete until its record is durable
+            try:
+                await self._recorder.commit(exchange.event())
+                exchange.recorded = True
+            except AuditUnavailable as error:
+                exchange.outcome, exchange.error = "error", error.code
+                tail += _stream_error(error, sse)
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 
 

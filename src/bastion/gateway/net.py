@@ -6,11 +6,22 @@ import ipaddress
 from collections.abc import Sequence
 from functools import lru_cache
 
+from bastion.errors import ConfigError
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def parse_networks(values: Sequence[str]) -> tuple[Network, ...]:
-    return tuple(ipaddress.ip_network(value.strip(), strict=False) for value in values)
+    """Trusted proxy ranges (``BASTION_TRUSTED_PROXIES``); a bad entry is a config error."""
+    networks = []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(value.strip(), strict=False))
+        except ValueError:
+            raise ConfigError(
+                "BASTION_TRUSTED_PROXIES", [f"{value.strip()[:60]!r} is not an address or CIDR"]
+            ) from None
+    return tuple(networks)
 
 
 @lru_cache(maxsize=4096)

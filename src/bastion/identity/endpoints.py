@@ -40,10 +40,7 @@ def oauth_error(error: BastionError) -> Response:
     else:
         status, code = 500, "server_error"
     body = {"error": code, "error_description": error.message}
-    headers = dict(NO_STORE)
-    if status == 401:
-        headers["www-authenticate"] = 'Bearer error="invalid_client"'
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(body, status_code=status, headers=NO_STORE)
 
 
 def guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Any]:

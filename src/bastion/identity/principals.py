@@ -13,11 +13,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from bastion.audit.events import AdminAction, Event
-from bastion.audit.recorder import event_row
+from bastion.audit.log import AuditLog
 from bastion.config import BastionConfig
 from bastion.errors import BadRequest, Conflict, InvalidGrant, NotFound
 from bastion.store import Store, state
-from bastion.store import events as event_rows
 from bastion.store import keys as key_rows
 from bastion.store import principals as principal_rows
 from bastion.store.keys import DeviceKeyRow
@@ -53,14 +52,17 @@ def check_public_jwk(jwk: Mapping[str, Any]) -> dict[str, str]:
 
 
 class PrincipalService:
-    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, store: Store, audit: AuditLog, clock: Callable[[], float] = time.time
+    ) -> None:
         self._store = store
+        self._audit = audit
         self._clock = clock
 
     def _commit(self, change: Callable[[Any], None], event: Event) -> int:
         with self._store.begin() as conn:
             change(conn)
-            event_rows.append(conn, [event_row(event)])
+            self._audit.append(conn, [event])
             return state.bump_epoch(conn)
 
     def add(self, config: BastionConfig, name: str, *, kind: str, org: str, author: str) -> None:
@@ -171,5 +173,5 @@ class PrincipalService:
                 reason=reason,
                 detail={"principal": row.principal},
             )
-            event_rows.append(conn, [event_row(event)])
+            self._audit.append(conn, [event])
             state.bump_epoch(conn)

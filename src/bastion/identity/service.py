@@ -20,12 +20,19 @@ import anyio
 import sqlalchemy as sa
 
 from bastion.audit.events import TokenEvent
-from bastion.audit.recorder import AuditRecorder, event_row
-from bastion.errors import InvalidClient, InvalidGrant, InvalidRequest, UnsupportedGrantType
+from bastion.audit.log import AuditLog
+from bastion.audit.recorder import AuditRecorder
+from bastion.errors import (
+    AuthenticationError,
+    InvalidClient,
+    InvalidGrant,
+    InvalidRequest,
+    OAuthError,
+    UnsupportedGrantType,
+)
 from bastion.policy.holder import SnapshotHolder
 from bastion.policy.snapshot import Snapshot
 from bastion.store import Store, state
-from bastion.store import events as event_rows
 from bastion.store import locks as lock_rows
 from bastion.store import tokens as token_rows
 from bastion.store.locks import LockRow
@@ -61,6 +68,15 @@ class TokenGrant:
         }
 
 
+class RefreshRefused(InvalidGrant):
+    """A refused refresh, carrying the family it named (for the audit event)."""
+
+    def __init__(self, family: token_rows.FamilyRow | None, message: str) -> None:
+        super().__init__(message)
+        self.principal = family.principal if family else None
+        self.family = family.id if family else None
+
+
 class _Refresh(Enum):
     OK = "ok"
     UNKNOWN = "unknown"
@@ -80,6 +96,7 @@ class TokenService:
         dpop: DPoPVerifier,
         assertion_replay: ReplayCache,
         recorder: AuditRecorder,
+        audit: AuditLog,
         audiences: set[str],
         access_ttl: int,
         refresh_ttl: int,
@@ -92,6 +109,7 @@ class TokenService:
         self._dpop = dpop
         self._assertion_replay = assertion_replay
         self._recorder = recorder
+        self._audit = audit
         self._audiences = audiences
         self._access_ttl = min(access_ttl, 900)
         self._refresh_ttl = refresh_ttl
@@ -105,6 +123,27 @@ class TokenService:
         return snapshot
 
     async def token(
+        self, form: Mapping[str, str], dpop: list[str], url: str, source_ip: str
+    ) -> TokenGrant:
+        """Run a grant; every refusal is recorded as a ``token.refused`` audit event."""
+        try:
+            return await self._grant(form, dpop, url, source_ip)
+        except (OAuthError, AuthenticationError) as error:
+            self._recorder.record(
+                TokenEvent(
+                    actor="anonymous",
+                    action="refused",
+                    principal=getattr(error, "principal", None),
+                    family=getattr(error, "family", None),
+                    source_ip=source_ip,
+                    error=error.code,
+                    grant_type=str(form.get("grant_type", ""))[:40],
+                    reason=error.message,
+                )
+            )
+            raise
+
+    async def _grant(
         self, form: Mapping[str, str], dpop: list[str], url: str, source_ip: str
     ) -> TokenGrant:
         for value in form.values():
@@ -121,11 +160,17 @@ class TokenService:
             return await self._client_credentials(form, proof, now, source_ip)
         return await self._refresh(form, proof, now, source_ip)
 
-    def _check_principal(self, snapshot: Snapshot, principal: str, jkt: str, now: float) -> None:
+    def _check_principal(
+        self, snapshot: Snapshot, principal: str, jkt: str, now: float, family: str = ""
+    ) -> None:
         facts = snapshot.principals.get(principal)
         if facts is None or facts.disabled:
             raise InvalidGrant(f"principal {principal!r} is disabled or does not exist")
+        if snapshot.device_key(principal, jkt) is None:
+            raise InvalidGrant("the device key is no longer enrolled")
         targets = [("all", "*"), ("principal", principal), ("org", facts.org), ("key", jkt)]
+        if family:
+            targets.append(("family", family))
         if snapshot.lock_on(targets, now) is not None:
             raise InvalidGrant(f"principal {principal!r} is locked")
 
@@ -180,7 +225,7 @@ class TokenService:
                 token_rows.add_refresh(
                     conn, refresh_digest(refresh), family, now, now + self._refresh_ttl
                 )
-                event_rows.append(conn, [event_row(event)])
+                self._audit.append(conn, [event])
 
         await anyio.to_thread.run_sync(persist)
         return TokenGrant(access, self._access_ttl, refresh, family)
@@ -200,28 +245,22 @@ class TokenService:
         if outcome is _Refresh.REUSED:
             await self._on_change()
             raise InvalidGrant("refresh token was already used; the token family is revoked")
-        if outcome is not _Refresh.OK or family is None:
-            self._recorder.record(
-                TokenEvent(
-                    time=now,
-                    actor="anonymous",
-                    action="refused",
-                    principal=family.principal if family else None,
-                    family=family.id if family else None,
-                    jkt=proof.jkt,
-                    source_ip=source_ip,
-                    error=outcome.value,
-                )
-            )
+        if outcome is _Refresh.WRONG_KEY:
+            await self._on_change()
             raise InvalidGrant(
+                "the refresh token is bound to another device key; the token family is revoked"
+            )
+        if outcome is not _Refresh.OK or family is None:
+            raise RefreshRefused(
+                family,
                 {
                     _Refresh.UNKNOWN: "unknown refresh token",
                     _Refresh.REVOKED: "the token family is revoked",
                     _Refresh.WRONG_KEY: "the refresh token is bound to another device key",
                     _Refresh.EXPIRED: "the refresh token has expired",
-                }.get(outcome, "refresh refused")
+                }.get(outcome, "refresh refused"),
             )
-        self._check_principal(snapshot, family.principal, family.jkt, now)
+        self._check_principal(snapshot, family.principal, family.jkt, now, family.id)
         facts = snapshot.principals[family.principal]
         access, _ = self._codec.issue(
             sub=family.principal,
@@ -248,7 +287,10 @@ class TokenService:
                 return _Refresh.UNKNOWN, None
             if family.revoked_at is not None:
                 return _Refresh.REVOKED, family
-            if family.jkt != jkt:
+            if family.jkt != jkt:  # a refresh token without its device key: treat as theft
+                self._revoke_family(
+                    conn, family, now, source_ip, "refresh token used by another key"
+                )
                 return _Refresh.WRONG_KEY, family
             if row.expires_at <= now:
                 return _Refresh.EXPIRED, family
@@ -265,13 +307,17 @@ class TokenService:
                 jkt=jkt,
                 source_ip=source_ip,
             )
-            event_rows.append(conn, [event_row(event)])
+            self._audit.append(conn, [event])
             return _Refresh.OK, family
 
     def _revoke_family(
-        self, conn: sa.Connection, family: token_rows.FamilyRow, now: float, source_ip: str
+        self,
+        conn: sa.Connection,
+        family: token_rows.FamilyRow,
+        now: float,
+        source_ip: str,
+        reason: str = "refresh token reuse",
     ) -> None:
-        reason = "refresh token reuse"
         token_rows.revoke_family(conn, family.id, reason, now)
         lock_rows.insert(
             conn,
@@ -297,5 +343,5 @@ class TokenService:
             source_ip=source_ip,
             error=reason,
         )
-        event_rows.append(conn, [event_row(event)])
+        self._audit.append(conn, [event])
         state.bump_epoch(conn)

@@ -16,7 +16,7 @@ from typing import Any
 
 import cedarpy
 
-from bastion.config.models import BastionConfig, TokenBinding
+from bastion.config.models import AuditMode, BastionConfig, TokenBinding
 from bastion.errors import ConfigError
 from bastion.store.keys import DeviceKeyRow
 from bastion.store.locks import LockRow
@@ -51,6 +51,7 @@ class ModelRoute:
     api_key: str | None = field(default=None, repr=False)
     api_key_env: str | None = None
     forward_headers: frozenset[str] = frozenset()
+    audit_required: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +237,7 @@ def _routes(config: BastionConfig, env: Mapping[str, str]) -> dict[str, ModelRou
             api_key=env.get(upstream.api_key_env) if upstream.api_key_env else None,
             api_key_env=upstream.api_key_env,
             forward_headers=frozenset(upstream.forward_headers),
+            audit_required=config.compartments[model.compartment].audit is AuditMode.REQUIRED,
         )
     return routes
 

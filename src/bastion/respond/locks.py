@@ -12,10 +12,9 @@ import time
 from collections.abc import Callable
 
 from bastion.audit.events import AdminAction
-from bastion.audit.recorder import event_row
+from bastion.audit.log import AuditLog
 from bastion.errors import BadRequest, NotFound
 from bastion.store import Store, state
-from bastion.store import events as event_rows
 from bastion.store import locks as lock_rows
 from bastion.store.locks import LockRow
 
@@ -35,8 +34,11 @@ def validate_target(target_type: str, target: str) -> str:
 
 
 class LockService:
-    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, store: Store, audit: AuditLog, clock: Callable[[], float] = time.time
+    ) -> None:
         self._store = store
+        self._audit = audit
         self._clock = clock
 
     def lock(
@@ -78,7 +80,7 @@ class LockService:
         )
         with self._store.begin() as conn:
             lock_rows.insert(conn, row)
-            event_rows.append(conn, [event_row(event)])
+            self._audit.append(conn, [event])
             epoch = state.bump_epoch(conn)
         return row, epoch
 
@@ -100,7 +102,7 @@ class LockService:
                 reason=reason,
                 detail={"locks": [lock.id for lock in released]},
             )
-            event_rows.append(conn, [event_row(event)])
+            self._audit.append(conn, [event])
             epoch = state.bump_epoch(conn)
         return released, epoch
 

@@ -1,45 +1,97 @@
-"""Audit events as persisted rows: sequence number, id, name, time and the canonical JSON body."""
+"""The audit log's rows: events (by leaf index), complete-subtree nodes, signed checkpoints."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from bastion.store.tables import audit_events
+from bastion.store.tables import audit_checkpoints, audit_events, audit_nodes, state
 
 
 @dataclass(frozen=True, slots=True)
 class EventRow:
-    seq: int
+    idx: int
     id: str
     name: str
     time: float
     body: str
+    leaf: str
 
 
-def append(conn: sa.Connection, rows: Sequence[tuple[str, str, float, str]]) -> None:
-    """Append (id, name, time, body) tuples in order, in the caller's transaction."""
+@dataclass(frozen=True, slots=True)
+class CheckpointRow:
+    size: int
+    root: bytes
+    note: str
+    created_at: float
+
+
+def take_append_lock(conn: sa.Connection) -> None:
+    """Serialize appenders: this write takes PostgreSQL's row lock or SQLite's write lock for the
+    rest of the transaction, so reading the tree size afterwards is race-free."""
+    conn.execute(
+        state.update().where(state.c.key == "audit_appends").values(value=state.c.value + 1)
+    )
+
+
+def size(conn: sa.Connection) -> int:
+    value = conn.execute(sa.select(sa.func.max(audit_events.c.idx))).scalar_one()
+    return 0 if value is None else int(value) + 1
+
+
+def insert(conn: sa.Connection, rows: Sequence[EventRow]) -> None:
     if rows:
         conn.execute(
             audit_events.insert(),
-            [{"id": i, "name": n, "time": t, "body": b} for i, n, t, b in rows],
+            [
+                {
+                    "idx": r.idx,
+                    "id": r.id,
+                    "name": r.name,
+                    "time": r.time,
+                    "body": r.body,
+                    "leaf": r.leaf,
+                }
+                for r in rows
+            ],
         )
 
 
-def after(conn: sa.Connection, seq: int, limit: int = 500) -> list[EventRow]:
+def insert_nodes(conn: sa.Connection, nodes: Iterable[tuple[int, int, bytes]]) -> None:
+    values = [{"level": level, "idx": index, "hash": digest} for level, index, digest in nodes]
+    if values:
+        conn.execute(audit_nodes.insert(), values)
+
+
+def node(conn: sa.Connection, level: int, index: int) -> bytes | None:
+    row = conn.execute(
+        sa.select(audit_nodes.c.hash).where(
+            audit_nodes.c.level == level, audit_nodes.c.idx == index
+        )
+    ).first()
+    return bytes(row[0]) if row else None
+
+
+def after(conn: sa.Connection, idx: int, limit: int = 500) -> list[EventRow]:
+    """Events with index greater than ``idx``, in order."""
     rows = conn.execute(
         sa.select(audit_events)
-        .where(audit_events.c.seq > seq)
-        .order_by(audit_events.c.seq)
+        .where(audit_events.c.idx > idx)
+        .order_by(audit_events.c.idx)
         .limit(limit)
     )
     return [EventRow(**row._mapping) for row in rows]
 
 
+def by_id(conn: sa.Connection, event_id: str) -> EventRow | None:
+    row = conn.execute(sa.select(audit_events).where(audit_events.c.id == event_id)).first()
+    return EventRow(**row._mapping) if row else None
+
+
 def last(conn: sa.Connection, count: int, name_prefix: str | None = None) -> list[EventRow]:
-    query = sa.select(audit_events).order_by(audit_events.c.seq.desc()).limit(count)
+    query = sa.select(audit_events).order_by(audit_events.c.idx.desc()).limit(count)
     if name_prefix:
         query = query.where(audit_events.c.name.startswith(name_prefix))
     rows = list(conn.execute(query))
@@ -48,3 +100,23 @@ def last(conn: sa.Connection, count: int, name_prefix: str | None = None) -> lis
 
 def count(conn: sa.Connection) -> int:
     return int(conn.execute(sa.select(sa.func.count()).select_from(audit_events)).scalar_one())
+
+
+def add_checkpoint(conn: sa.Connection, row: CheckpointRow) -> None:
+    conn.execute(
+        audit_checkpoints.insert().values(
+            size=row.size, root=row.root, note=row.note, created_at=row.created_at
+        )
+    )
+
+
+def latest_checkpoint(conn: sa.Connection) -> CheckpointRow | None:
+    row = conn.execute(
+        sa.select(audit_checkpoints).order_by(audit_checkpoints.c.size.desc()).limit(1)
+    ).first()
+    return CheckpointRow(**row._mapping) if row else None
+
+
+def checkpoints(conn: sa.Connection) -> list[CheckpointRow]:
+    rows = conn.execute(sa.select(audit_checkpoints).order_by(audit_checkpoints.c.size))
+    return [CheckpointRow(**row._mapping) for row in rows]

@@ -79,14 +79,36 @@ locks = sa.Table(
     sa.Index("ix_locks_active", "target_type", "target", "released_at"),
 )
 
+# The audit log: event ``idx`` is its leaf index in the Merkle tree (dense, from 0); ``body`` is
+# the canonical JSON of the frozen event, ``leaf`` the commitment the tree hashes (body with
+# sensitive fields HMAC'd). ``audit_nodes`` holds every complete subtree hash (level, index), so
+# proofs never rehash history; ``audit_checkpoints`` the signed C2SP checkpoints.
 audit_events = sa.Table(
     "audit_events",
     metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("idx", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("id", sa.String(32), nullable=False, unique=True),
     sa.Column("name", sa.String(64), nullable=False),
     sa.Column("time", sa.Float, nullable=False, index=True),
-    sa.Column("body", sa.Text, nullable=False),  # canonical JSON of the frozen event
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("leaf", sa.Text, nullable=False),
+)
+
+audit_nodes = sa.Table(
+    "audit_nodes",
+    metadata,
+    sa.Column("level", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("idx", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("hash", sa.LargeBinary(32), nullable=False),
+)
+
+audit_checkpoints = sa.Table(
+    "audit_checkpoints",
+    metadata,
+    sa.Column("size", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("root", sa.LargeBinary(32), nullable=False),
+    sa.Column("note", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
 )
 
 state = sa.Table(

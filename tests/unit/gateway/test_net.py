@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bastion.errors import ConfigError
 from bastion.gateway.net import parse_networks, source_ip
 
 PROXIES = parse_networks(["10.0.0.0/8", "fd00::/8"])
@@ -24,7 +25,7 @@ def test_parse_networks_accepts_hosts_ranges_and_spaces() -> None:
 
 
 def test_parse_networks_rejects_garbage() -> None:
-    with pytest.raises(ValueError, match="not-a-network"):
+    with pytest.raises(ConfigError, match="BASTION_TRUSTED_PROXIES: 'not-a-network' is not"):
         parse_networks(["not-a-network"])
 
 

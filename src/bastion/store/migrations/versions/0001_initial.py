@@ -75,11 +75,25 @@ def upgrade() -> None:
     op.create_index("ix_locks_active", "locks", ["target_type", "target", "released_at"])
     op.create_table(
         "audit_events",
-        sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("idx", sa.BigInteger, primary_key=True, autoincrement=False),
         sa.Column("id", sa.String(32), nullable=False, unique=True),
         sa.Column("name", sa.String(64), nullable=False),
         sa.Column("time", sa.Float, nullable=False, index=True),
         sa.Column("body", sa.Text, nullable=False),
+        sa.Column("leaf", sa.Text, nullable=False),
+    )
+    op.create_table(
+        "audit_nodes",
+        sa.Column("level", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("idx", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("hash", sa.LargeBinary(32), nullable=False),
+    )
+    op.create_table(
+        "audit_checkpoints",
+        sa.Column("size", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("root", sa.LargeBinary(32), nullable=False),
+        sa.Column("note", sa.Text, nullable=False),
+        sa.Column("created_at", sa.Float, nullable=False),
     )
     op.create_table(
         "state",
@@ -97,12 +111,16 @@ def upgrade() -> None:
         sa.Column("epoch", sa.BigInteger, nullable=False),
     )
     op.execute(sa.text("INSERT INTO state (key, value) VALUES ('epoch', 1)"))
+    # Appenders update this row first: it serializes them (row lock / SQLite write lock).
+    op.execute(sa.text("INSERT INTO state (key, value) VALUES ('audit_appends', 0)"))
 
 
 def downgrade() -> None:
     for table in (
         "processes",
         "state",
+        "audit_checkpoints",
+        "audit_nodes",
         "audit_events",
         "locks",
         "refresh_tokens",

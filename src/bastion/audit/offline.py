@@ -1,0 +1,91 @@
+"""``bastion-verify``: check Bastion's audit evidence offline, trusting only a verifier key.
+
+No database, no server, no configuration: it reads a receipt (``bastion audit prove``) or an
+export (``bastion audit export``) and the log's verifier key, and says whether the evidence
+holds. Exit status 0 means verified, 1 means it does not verify (with every finding), 2 means the
+command was used wrongly.
+
+    bastion-verify receipt --key KEY RECEIPT.json [--trusted CHECKPOINT]
+    bastion-verify export  --key KEY --checkpoint CHECKPOINT EXPORT.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .checkpoint import Checkpoint, open_checkpoint
+from .note import NoteError, Verifier, parse_verifier_key
+from .receipt import verify_export, verify_receipt
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"bastion-verify: cannot read {path}: {type(exc).__name__}") from None
+
+
+def _verifiers(keys: Sequence[str]) -> list[Verifier]:
+    try:
+        return [parse_verifier_key(key.strip()) for key in keys]
+    except NoteError as exc:
+        raise SystemExit(f"bastion-verify: bad verifier key: {exc}") from None
+
+
+def _receipt(args: argparse.Namespace) -> int:
+    verifiers = _verifiers(args.key)
+    try:
+        receipt = json.loads(_read(args.receipt))
+    except json.JSONDecodeError:
+        print("NOT VERIFIED: the receipt is not JSON")
+        return 1
+    trusted: Checkpoint | None = None
+    if args.trusted is not None:
+        try:
+            trusted = open_checkpoint(_read(args.trusted), verifiers)
+        except NoteError as exc:
+            raise SystemExit(
+                f"bastion-verify: the trusted checkpoint does not verify: {exc}"
+            ) from None
+    verdict = verify_receipt(receipt if isinstance(receipt, dict) else {}, verifiers, trusted)
+    if verdict.ok and verdict.checkpoint is not None:
+        cp = verdict.checkpoint
+        print(f"VERIFIED: entry {receipt['index']} is in {cp.origin} at tree size {cp.size}")
+        return 0
+    print("NOT VERIFIED:")
+    for finding in verdict.findings:
+        print(f"  {finding}")
+    return 1
+
+
+def _export(args: argparse.Namespace) -> int:
+    verifiers = _verifiers(args.key)
+    note = _read(args.checkpoint)
+    with args.export.open(encoding="utf-8", errors="replace") as lines:
+        verdict = verify_export(lines, verifiers, note)
+    if verdict.ok:
+        print(f"VERIFIED: {verdict.entries} entries match the signed checkpoint")
+        return 0
+    print(f"NOT VERIFIED ({verdict.entries} entries read):")
+    for finding in verdict.findings:
+        print(f"  {finding}")
+    return 1
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="bastion-verify", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    receipt = commands.add_parser("receipt", help="check one event's receipt")
+    receipt.add_argument("--key", action="append", required=True, help="verifier key (repeat)")
+    receipt.add_argument("--trusted", type=Path, help="an earlier signed checkpoint you trust")
+    receipt.add_argument("receipt", type=Path)
+    export = commands.add_parser("export", help="check an exported log against a checkpoint")
+    export.add_argument("--key", action="append", required=True, help="verifier key (repeat)")
+    export.add_argument("--checkpoint", type=Path, required=True, help="signed checkpoint")
+    export.add_argument("export", type=Path)
+    args = parser.parse_args(argv)
+    sys.exit(_receipt(args) if args.command == "receipt" else _export(args))
