@@ -58,6 +58,7 @@ principals:
   bob: {kind: user, org: lab}
   carol: {kind: user, org: lab}
   victor: {kind: user, org: acme}
+  audrey: {kind: user, org: lab, roles: [auditor]}
 """
 
 POSTGRES_URL = os.environ.get(

@@ -19,9 +19,11 @@ import httpx2
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
+from bastion.api.app import create_admin_api
+from bastion.api.audit import AuditRoutes
 from bastion.audit import keys as audit_keys
 from bastion.audit.checkpointer import Checkpointer
 from bastion.audit.commitment import Committer
@@ -130,10 +132,11 @@ def create_app(
         on_change=sync.reload,
     )
     proxies = parse_networks(settings.trusted_proxies)
+    authenticator = Authenticator(codec, dpop)
     proxy = UpstreamProxy(upstream_transport)
     gateway = Gateway(
         holder=holder,
-        authenticator=Authenticator(codec, dpop),
+        authenticator=authenticator,
         proxy=proxy,
         recorder=recorder,
         streams=streams,
@@ -196,9 +199,16 @@ def create_app(
             sync.deregister()
             store.close()
 
+    admin_api = create_admin_api(
+        holder=holder,
+        authenticator=authenticator,
+        public_url=issuer_url,
+        audit=AuditRoutes(store, audit),
+    )
     control = Starlette(
         routes=[
             *identity.routes(),
+            Mount("/admin", app=admin_api),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
         ],

@@ -305,6 +305,34 @@ async def test_refresh_with_another_key_is_refused(harness: Harness) -> None:
         )
     assert response.status_code == 400
     assert "another device key" in response.json()["error_description"]
+    # a refresh token presented without its device key is theft: the family is revoked
+    denied = await call(harness, f"DPoP {who.access}", good_proof(who))
+    assert denied.status_code == 403
+    assert denied.json()["error"]["reasons"] == ["locked_family"]
+
+
+async def test_refused_grants_are_audited(harness: Harness) -> None:
+    stranger = generate_private_jwk()
+    assertion = make_client_assertion(stranger, client_id="alice", audience=TOKEN)
+    async with harness.client() as client:
+        await client.post(
+            "/oauth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_assertion_type": ASSERTION_TYPE,
+                "client_assertion": assertion,
+            },
+            headers={"DPoP": sign_proof(stranger, method="POST", url=TOKEN)},
+        )
+        await client.post(
+            "/oauth/token", data={"grant_type": "refresh_token", "refresh_token": "nope"}
+        )
+    await harness.services.recorder.flush()
+    with harness.services.store.read() as conn:
+        refused = [orjson.loads(r.body) for r in event_rows.last(conn, 100, "token.refused")]
+    assert [e["error"] for e in refused] == ["invalid_client", "invalid_dpop_proof"]
+    assert all(e["grant_type"] for e in refused)
+    assert assertion not in str(refused)
 
 
 @pytest.mark.parametrize(

@@ -96,6 +96,7 @@ def test_principal_list_shows_config_and_cli_principals(admin_cli: Cli) -> None:
     rows = [line.split("│")[1:6] for line in result.out.splitlines() if line.startswith("│")]
     assert [[cell.strip() for cell in row] for row in rows] == [
         ["alice", "user", "lab", "config", "False"],
+        ["audrey", "user", "lab", "config", "False"],
         ["bob", "user", "lab", "config", "False"],
         ["carol", "user", "lab", "config", "False"],
         ["ci-bot", "service", "lab", "cli", "False"],

@@ -269,6 +269,13 @@ class PrincipalKind(StrEnum):
     SERVICE = "service"
 
 
+class Role(StrEnum):
+    """Control-plane roles: ``auditor`` reads the audit log and its proofs; ``admin`` also."""
+
+    ADMIN = "admin"
+    AUDITOR = "auditor"
+
+
 _STRICT_LEVELS = (Level.RESTRICTED, Level.CRITICAL)
 
 
@@ -377,6 +384,7 @@ class Principal(_Frozen):
     kind: PrincipalKind
     org: Name
     disabled: StrictBool = False
+    roles: tuple[Role, ...] = ()
 
 
 class GatewayOptions(_Frozen):
@@ -449,8 +457,14 @@ class BastionConfig(_Frozen):
 
     def _principal_problems(self) -> Iterator[tuple[KeyPath, str]]:
         for name, principal in self.principals.items():
-            if principal.org not in self.orgs:
+            org = self.orgs.get(principal.org)
+            if org is None:
                 yield ("principals", name, "org"), _unknown("org", principal.org, self.orgs)
+            elif principal.roles and org.kind is OrgKind.VENDOR:
+                yield (
+                    ("principals", name, "roles"),
+                    "vendor principals cannot hold control-plane roles",
+                )
 
     def _grant_problems(self) -> Iterator[tuple[KeyPath, str]]:
         for name, compartment in self.compartments.items():

@@ -22,7 +22,6 @@ from bastion.audit.events import RequestAuthorized, RequestDecided, new_event_id
 from bastion.audit.recorder import AuditRecorder, AuditUnavailable
 from bastion.errors import (
     AccessDenied,
-    AuthenticationError,
     BadRequest,
     BastionError,
     BodyTooLarge,
@@ -39,7 +38,7 @@ from bastion.policy.decision import Decision, Reason
 from bastion.policy.holder import SnapshotHolder
 from bastion.policy.snapshot import ModelRoute, Snapshot
 
-from .auth import Authenticator, request_url
+from .auth import Authenticator, caller_of, request_url
 from .net import Network, source_ip
 from .proxy import UpstreamProxy, response_headers
 from .responses import JSON_HEADERS, error_body, send_error, send_json
@@ -243,7 +242,7 @@ class Gateway:
         if snapshot is None:
             exchange.decision = Decision.deny(Reason.NO_SNAPSHOT, 0)
             raise Unavailable("the gateway has no policy snapshot yet; refusing all requests")
-        exchange.caller = self._caller(snapshot, claims.sub, claims.jkt, claims.family)
+        exchange.caller = caller_of(snapshot, claims)
         facts = RequestFacts(token_bound=True, source_ip=exchange.source_ip, api=api or "list")
         if api is None:
             await self._list_models(snapshot, exchange, facts, send, now)
@@ -255,14 +254,6 @@ class Gateway:
         if route.audit_required:  # durable before a single byte goes upstream
             await self._recorder.commit(exchange.authorized())
         await self._forward(scope, receive, send, exchange, route, payload, body)
-
-    def _caller(self, snapshot: Snapshot, principal: str, jkt: str, family: str) -> Caller:
-        facts = snapshot.principals.get(principal)
-        if facts is None:
-            raise AuthenticationError("the token's principal no longer exists")
-        if snapshot.device_key(principal, jkt) is None:
-            raise AuthenticationError("the token's device key is no longer enrolled")
-        return Caller(principal=principal, org=facts.org, jkt=jkt, family=family)
 
     async def _read_body(self, receive: Receive, declared: int | None) -> bytes:
         limit = self._limits.max_body_bytes

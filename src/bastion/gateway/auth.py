@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bastion.errors import InvalidDPoPProof, InvalidToken
+from bastion.errors import AuthenticationError, InvalidDPoPProof, InvalidToken
 from bastion.identity.access_tokens import AccessClaims, AccessTokenCodec
 from bastion.identity.dpop import DPoPVerifier, check_binding
+from bastion.policy.authorize import Caller
+from bastion.policy.snapshot import Snapshot
 
 MAX_AUTHORIZATION = 8192
 
@@ -28,6 +30,17 @@ def request_url(
     if server:
         return f"{scheme}://{server[0]}:{server[1]}{path}"
     return f"{scheme}://localhost{path}"
+
+
+def caller_of(snapshot: Snapshot, claims: AccessClaims) -> Caller:
+    """Who a verified token speaks for, as the current snapshot knows them: the principal must
+    still exist and the token's device key must still be enrolled."""
+    facts = snapshot.principals.get(claims.sub)
+    if facts is None:
+        raise AuthenticationError("the token's principal no longer exists")
+    if snapshot.device_key(claims.sub, claims.jkt) is None:
+        raise AuthenticationError("the token's device key is no longer enrolled")
+    return Caller(principal=claims.sub, org=facts.org, jkt=claims.jkt, family=claims.family)
 
 
 class Authenticator:

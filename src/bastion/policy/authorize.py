@@ -125,6 +125,30 @@ def _evaluate(snapshot: Snapshot, caller: Caller, model: str, facts: RequestFact
     return _to_decision(snapshot, result)
 
 
+ADMIN_ACTIONS = frozenset({"audit_read"})
+
+
+def authorize_admin(snapshot: Snapshot, caller: Caller, action: str) -> Decision:
+    """Cedar's answer for a control-plane ``action`` on the service (deny by default)."""
+    if action not in ADMIN_ACTIONS:
+        return Decision.deny(Reason.FORBIDDEN_BY_POLICY, snapshot.epoch)
+    if caller.principal not in snapshot.principals:
+        return Decision.deny(Reason.UNKNOWN_PRINCIPAL, snapshot.epoch)
+    facts = RequestFacts(token_bound=True, source_ip="", api="admin")
+    request = {
+        "principal": {"type": f"{NS}::Principal", "id": caller.principal},
+        "action": {"type": f"{NS}::Action", "id": action},
+        "resource": {"type": f"{NS}::Service", "id": "bastion"},
+        "context": facts.context(),
+    }
+    cedar = snapshot.cedar
+    try:
+        result = cedarpy.is_authorized(request, cedar.policies, cedar.entities, cedar.schema)
+    except Exception:
+        return Decision.deny(Reason.POLICY_ERROR, snapshot.epoch)
+    return _to_decision(snapshot, result)
+
+
 def authorize_many(
     snapshot: Snapshot, caller: Caller, models: Sequence[str], facts: RequestFacts
 ) -> list[Decision]:

@@ -14,6 +14,7 @@ class Reason(StrEnum):
     NOT_GRANTED = "not_granted"
     TOKEN_BINDING_REQUIRED = "token_binding_required"  # noqa: S105 (a reason, not a secret)
     PRINCIPAL_DISABLED = "principal_disabled"
+    VENDOR_CONTROL_PLANE = "vendor_control_plane"
     UNKNOWN_PRINCIPAL = "unknown_principal"
     FORBIDDEN_BY_POLICY = "forbidden_by_policy"
     POLICY_ERROR = "policy_error"

@@ -60,6 +60,7 @@ class PrincipalFacts:
     kind: str
     org: str
     disabled: bool
+    roles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +165,13 @@ def _principal_facts(
         if row.org in config.orgs  # a principal whose org left the config cannot be used
     }
     for name, principal in config.principals.items():
-        facts[name] = PrincipalFacts(name, principal.kind, principal.org, principal.disabled)
+        facts[name] = PrincipalFacts(
+            name,
+            principal.kind,
+            principal.org,
+            principal.disabled,
+            tuple(str(role) for role in principal.roles),
+        )
     return facts
 
 
@@ -206,10 +213,12 @@ def _entities(
                     "kind": facts.kind,
                     "org": _ref("Org", facts.org),
                     "disabled": facts.disabled,
+                    "roles": list(facts.roles),
                 },
                 "parents": [_uid("Org", facts.org), *granted_to.get(("principal", name), [])],
             }
         )
+    entities.append({"uid": _uid("Service", "bastion"), "attrs": {}, "parents": []})
     for model in config.models:
         entities.append(
             {

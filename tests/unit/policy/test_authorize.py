@@ -124,7 +124,7 @@ def test_reasons_are_not_repeated_when_two_policies_give_the_same_one() -> None:
 # Passes schema validation, overflows at run time (level_rank is 1 for an internal compartment).
 OVERFLOWING = """
 @id("overflows")
-forbid (principal, action, resource)
+forbid (principal, action == Bastion::Action::"invoke", resource)
 when { resource.compartment.level_rank + 9223372036854775807 > 0 };
 """
 

@@ -148,6 +148,8 @@ def test_shipped_policies_map_their_ids_to_reasons() -> None:
         "permit-granted-compartment": Reason.GRANTED,
         "forbid-disabled-principal": Reason.PRINCIPAL_DISABLED,
         "forbid-unbound-token": Reason.TOKEN_BINDING_REQUIRED,
+        "permit-audit-read": Reason.GRANTED,
+        "forbid-vendor-control-plane": Reason.VENDOR_CONTROL_PLANE,
     }
 
 

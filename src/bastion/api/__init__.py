@@ -1,0 +1,1 @@
+"""The admin REST API (thin: authentication, Cedar, then the shared services)."""
