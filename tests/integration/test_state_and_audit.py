@@ -57,9 +57,25 @@ async def test_streamed_usage_is_metered_without_the_caller_asking(harness: Harn
     async with harness.client(await harness.enroll("alice")) as client:
         response = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
     assert response.status_code == 200
+    chunks = [
+        orjson.loads(line[5:])
+        for line in response.text.splitlines()
+        if line.startswith("data:") and line.strip() != "data: [DONE]"
+    ]
+    assert chunks
+    assert all(chunk["choices"] for chunk in chunks)  # Bastion's usage chunk stays hidden
     decided = [e for e in await events(harness, "request.decided") if e["stream"]]
     assert isinstance(decided[-1]["tokens_out"], int)
     assert decided[-1]["tokens_out"] > 0
+
+
+async def test_a_caller_who_asks_for_usage_still_gets_it(harness: Harness) -> None:
+    body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+    async with harness.client(await harness.enroll("alice")) as client:
+        response = await client.post("/v1/chat/completions", json=body)
+    lines = [line for line in response.text.splitlines() if line.startswith("data: {")]
+    assert orjson.loads(lines[-1][5:])["choices"] == []
+    assert orjson.loads(lines[-1][5:])["usage"]["completion_tokens"] > 0
 
 
 async def test_audit_required_commits_before_forwarding(harness: Harness) -> None:

@@ -43,7 +43,7 @@ from .net import Network, source_ip
 from .proxy import UpstreamProxy, response_headers
 from .responses import JSON_HEADERS, error_body, send_error, send_json
 from .streams import OpenStream, StreamRegistry
-from .usage import UsageMeter
+from .usage import UsageChunkFilter, UsageMeter
 
 log = logging.getLogger("bastion.gateway")
 
@@ -82,6 +82,7 @@ class Exchange:
     meter: UsageMeter | None = None
     error: str | None = None
     recorded: bool = False
+    hide_usage: UsageChunkFilter | None = None  # set when Bastion asked for usage, not the caller
 
     def authorized(self) -> RequestAuthorized:
         assert self.caller is not None
@@ -379,6 +380,7 @@ class Gateway:
                     **(options if isinstance(options, dict) else {}),
                     "include_usage": True,
                 }
+                exchange.hide_usage = UsageChunkFilter()
         if rewrite:
             body = orjson.dumps({**payload, **rewrite})
         response = await self._proxy.open(route, "POST", scope["path"], scope["headers"], body)
@@ -420,6 +422,7 @@ class Gateway:
         assert exchange.caller is not None
         assert exchange.meter is not None
         meter = exchange.meter
+        hide = exchange.hide_usage if sse else None
         scope = anyio.CancelScope()
         stream = OpenStream(exchange.caller, route.compartment, scope)
         key = self._streams.open(stream)
@@ -430,7 +433,9 @@ class Gateway:
             with scope:
                 async for chunk in self._proxy.chunks(response, route):
                     meter.feed(chunk)
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    out = hide.feed(chunk) if hide else chunk
+                    if out:
+                        await send({"type": "http.response.body", "body": out, "more_body": True})
         except UpstreamError as error:
             exchange.outcome = "error"
             tail = _stream_error(error, sse)
@@ -438,6 +443,8 @@ class Gateway:
             watcher.cancel()
             self._streams.close(key)
         meter.finish()
+        if hide is not None:
+            tail = hide.finish() + tail
         if stream.client_gone:
             exchange.outcome = "client_closed"
             return

@@ -77,3 +77,42 @@ class UsageMeter:
             self.tokens_in = tokens_in
         if tokens_out is not None:
             self.tokens_out = tokens_out
+
+
+class UsageChunkFilter:
+    """Drops the usage-only chunk Bastion asked an OpenAI upstream for, when the caller did not.
+
+    Bastion adds ``stream_options.include_usage`` to every streamed OpenAI request so metering
+    never depends on the caller; the upstream then ends the stream with a chunk whose
+    ``choices`` is empty. A caller who did not ask for it would trip over it, so whole SSE events
+    are passed through as they complete and that one is left out.
+    """
+
+    def __init__(self) -> None:
+        self._partial = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self._partial + chunk
+        *events, self._partial = data.split(b"\n\n")
+        return b"".join(event + b"\n\n" for event in events if not self._usage_only(event))
+
+    def finish(self) -> bytes:
+        rest, self._partial = self._partial, b""
+        return b"" if self._usage_only(rest) else rest
+
+    @staticmethod
+    def _usage_only(event: bytes) -> bool:
+        if b'"usage"' not in event or b'"choices"' not in event:
+            return False
+        for line in event.split(b"\n"):
+            if line.startswith(b"data:"):
+                try:
+                    payload = orjson.loads(line[5:].strip())
+                except orjson.JSONDecodeError:
+                    return False
+                return (
+                    isinstance(payload, dict)
+                    and payload.get("choices") == []
+                    and isinstance(payload.get("usage"), dict)
+                )
+        return False

@@ -295,3 +295,21 @@ def test_any_json_never_raises_and_counts_are_ints(api: str, sse: bool, value: o
     body = b"data: " + payload + b"\n\n" if sse else payload
     tokens = _meter(api, sse, [body])
     assert all(t is None or (isinstance(t, int) and not isinstance(t, bool)) for t in tokens)
+
+
+def test_usage_chunk_filter_hides_only_the_usage_chunk_at_any_split() -> None:
+    from bastion.gateway.usage import UsageChunkFilter
+
+    stream = (
+        b'data: {"choices":[{"delta":{"content":"a"}}],"usage":null}\n\n'
+        b'data: {"choices":[{"delta":{"content":"b"}}],"usage":null}\n\n'
+        b'data: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}\n\n'
+        b"data: [DONE]\n\n"
+    )
+    expected = stream.replace(
+        b'data: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}\n\n', b""
+    )
+    for cut in range(len(stream) + 1):
+        hide = UsageChunkFilter()
+        out = hide.feed(stream[:cut]) + hide.feed(stream[cut:]) + hide.finish()
+        assert out == expected, cut
