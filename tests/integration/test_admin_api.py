@@ -118,5 +118,5 @@ async def test_bad_requests_get_specific_errors(
 
 async def test_openapi_document_is_served(harness: Harness) -> None:
     async with harness.client() as client:
-        spec = (await client.get("/admin/v1/openapi.json")).json()
+        spec = (await client.get("/admin/openapi.json")).json()
     assert "/v1/audit/checkpoint" in spec["paths"]

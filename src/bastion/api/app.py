@@ -1,4 +1,4 @@
-"""The admin REST API (FastAPI, OpenAPI at ``/admin/v1/openapi.json``), mounted at ``/admin``.
+"""The admin REST API (FastAPI, OpenAPI at ``/admin/openapi.json``), mounted at ``/admin``.
 
 Thin: every route authenticates exactly like the gateway (DPoP-bound token + proof), checks
 locks, asks Cedar for the control-plane action, then calls a service. Errors have the gateway's
@@ -69,7 +69,7 @@ def create_admin_api(
     api = FastAPI(
         title="Bastion admin API",
         version="1",
-        openapi_url="/v1/openapi.json",
+        openapi_url="/openapi.json",
         docs_url=None,
         redoc_url=None,
     )
