@@ -34,6 +34,7 @@ from bastion.gateway.asgi import Gateway, GatewayLimits
 from bastion.gateway.auth import Authenticator
 from bastion.gateway.net import parse_networks, source_ip
 from bastion.gateway.proxy import UpstreamProxy
+from bastion.gateway.quotas import QuotaBuckets
 from bastion.gateway.streams import StreamRegistry
 from bastion.identity.access_tokens import AccessTokenCodec
 from bastion.identity.dpop import DPoPVerifier
@@ -140,6 +141,7 @@ def create_app(
         proxy=proxy,
         recorder=recorder,
         streams=streams,
+        quotas=QuotaBuckets(),
         limits=GatewayLimits(
             max_body_bytes=config.gateway.max_body_bytes,
             max_header_bytes=config.gateway.max_header_bytes,

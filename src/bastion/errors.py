@@ -25,6 +25,7 @@ CLI in ``cli/main.py``); anything that is not a ``BastionError`` is logged and b
     │   ├── BodyTooLarge (413 body_too_large)
     │   └── HeadersTooLarge (431 headers_too_large)
     ├── MethodNotAllowed (405 method_not_allowed)
+    ├── TooManyRequests (429 quota_exceeded)       carries Retry-After
     ├── Conflict (409 conflict)
     ├── Unavailable (503 unavailable)
     └── UpstreamError (502 upstream_error)
@@ -142,6 +143,17 @@ class HeadersTooLarge(BadRequest):
 class MethodNotAllowed(BastionError):
     status = 405
     code = "method_not_allowed"
+
+
+class TooManyRequests(BastionError):
+    """A quota is spent; ``retry_after`` seconds until the caller may try again."""
+
+    status = 429
+    code = "quota_exceeded"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class Conflict(BastionError):

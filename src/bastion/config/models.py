@@ -337,6 +337,20 @@ class Grants(_Frozen):
         return self
 
 
+class Limits(_Frozen):
+    """Token-bucket limits for one principal, or one org, within a compartment."""
+
+    requests_per_minute: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = None
+    tokens_per_hour: Annotated[StrictInt, Field(ge=1, le=10**12)] | None = None
+
+
+class Quotas(_Frozen):
+    """Per-principal and per-org limits; an org's limit is shared by all its principals."""
+
+    principal: Limits = Field(default_factory=Limits)
+    org: Limits = Field(default_factory=Limits)
+
+
 class Compartment(_Frozen):
     """A set of models sharing a level and its controls."""
 
@@ -345,6 +359,7 @@ class Compartment(_Frozen):
     token_binding: TokenBinding = TokenBinding.REQUIRED
     audit: AuditMode = AuditMode.REQUIRED
     grants: Grants = Field(default_factory=Grants)
+    quotas: Quotas = Field(default_factory=Quotas)
 
     @model_validator(mode="before")
     @classmethod

@@ -29,6 +29,7 @@ from bastion.errors import (
     InvalidJSON,
     MethodNotAllowed,
     NotFound,
+    TooManyRequests,
     Unavailable,
     UnknownModel,
     UpstreamError,
@@ -41,6 +42,7 @@ from bastion.policy.snapshot import ModelRoute, Snapshot
 from .auth import Authenticator, caller_of, request_url
 from .net import Network, source_ip
 from .proxy import UpstreamProxy, response_headers
+from .quotas import QuotaBuckets
 from .responses import JSON_HEADERS, error_body, send_error, send_json
 from .streams import OpenStream, StreamRegistry
 from .usage import UsageChunkFilter, UsageMeter
@@ -168,6 +170,7 @@ class Gateway:
         proxy: UpstreamProxy,
         recorder: AuditRecorder,
         streams: StreamRegistry,
+        quotas: QuotaBuckets,
         limits: GatewayLimits,
         public_url: str = "",
         trusted_proxies: tuple[Network, ...] = (),
@@ -178,6 +181,7 @@ class Gateway:
         self._proxy = proxy
         self._recorder = recorder
         self._streams = streams
+        self._quotas = quotas
         self._limits = limits
         self._public_url = public_url
         self._proxies = trusted_proxies
@@ -206,7 +210,7 @@ class Gateway:
         try:
             await self._handle(scope, receive, tracked_send, exchange, method, path)
         except BastionError as error:
-            exchange.outcome = "denied" if error.status in (401, 403, 404) else "error"
+            exchange.outcome = "denied" if error.status in (401, 403, 404, 429) else "error"
             exchange.error = error.code
             if not started:
                 await send_error(tracked_send, error)
@@ -251,6 +255,13 @@ class Gateway:
         body = await self._read_body(receive, headers.content_length)
         route, payload = self._route(snapshot, body, api, exchange)
         self._decide(snapshot, exchange, route, facts, now)
+        try:
+            self._quotas.admit(
+                route.quotas, route.compartment, claims.sub, exchange.caller.org, now
+            )
+        except TooManyRequests:
+            exchange.decision = Decision.deny(Reason.QUOTA_EXCEEDED, snapshot.epoch)
+            raise
         exchange.stream = payload.get("stream") is True
         if route.audit_required:  # durable before a single byte goes upstream
             await self._recorder.commit(exchange.authorized())
@@ -443,6 +454,14 @@ class Gateway:
             watcher.cancel()
             self._streams.close(key)
         meter.finish()
+        self._quotas.charge(
+            route.quotas,
+            route.compartment,
+            exchange.caller.principal,
+            exchange.caller.org,
+            (meter.tokens_in or 0) + (meter.tokens_out or 0),
+            self._clock(),
+        )
         if hide is not None:
             tail = hide.finish() + tail
         if stream.client_gone:

@@ -16,7 +16,13 @@ from collections.abc import Sequence
 import orjson
 from starlette.types import Send
 
-from bastion.errors import AccessDenied, AuthenticationError, BastionError, InvalidDPoPProof
+from bastion.errors import (
+    AccessDenied,
+    AuthenticationError,
+    BastionError,
+    InvalidDPoPProof,
+    TooManyRequests,
+)
 
 log = logging.getLogger("bastion.gateway")
 
@@ -42,6 +48,8 @@ def _quote(text: str) -> bytes:
 
 def error_headers(error: BastionError) -> list[tuple[bytes, bytes]]:
     headers = list(JSON_HEADERS)
+    if isinstance(error, TooManyRequests):
+        headers.append((b"retry-after", str(error.retry_after).encode()))
     if isinstance(error, AuthenticationError):
         code = b"invalid_dpop_proof" if isinstance(error, InvalidDPoPProof) else b"invalid_token"
         challenge = (

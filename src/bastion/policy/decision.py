@@ -18,6 +18,7 @@ class Reason(StrEnum):
     UNKNOWN_PRINCIPAL = "unknown_principal"
     FORBIDDEN_BY_POLICY = "forbidden_by_policy"
     POLICY_ERROR = "policy_error"
+    QUOTA_EXCEEDED = "quota_exceeded"
     NO_SNAPSHOT = "no_snapshot"
     LOCKED_ALL = "locked_all"
     LOCKED_PRINCIPAL = "locked_principal"

@@ -16,7 +16,7 @@ from typing import Any
 
 import cedarpy
 
-from bastion.config.models import AuditMode, BastionConfig, TokenBinding
+from bastion.config.models import AuditMode, BastionConfig, Quotas, TokenBinding
 from bastion.errors import ConfigError
 from bastion.store.keys import DeviceKeyRow
 from bastion.store.locks import LockRow
@@ -52,6 +52,7 @@ class ModelRoute:
     api_key_env: str | None = None
     forward_headers: frozenset[str] = frozenset()
     audit_required: bool = False
+    quotas: Quotas = field(default_factory=Quotas)
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +248,7 @@ def _routes(config: BastionConfig, env: Mapping[str, str]) -> dict[str, ModelRou
             api_key_env=upstream.api_key_env,
             forward_headers=frozenset(upstream.forward_headers),
             audit_required=config.compartments[model.compartment].audit is AuditMode.REQUIRED,
+            quotas=config.compartments[model.compartment].quotas,
         )
     return routes
 
