@@ -1,5 +1,14 @@
-"""The Bastion arm of the benchmark: `bastion serve` with every check on, in front of the same
-example upstream, called with a DPoP-bound token and a fresh DPoP proof per request."""
+"""The Bastion arms of the benchmark: `bastion serve` with every check on, in front of the same
+example upstream, called with a DPoP-bound token and a fresh DPoP proof per request.
+
+The arms differ only in the compartment's audit mode, set explicitly (its level, ``restricted``,
+would default to ``required``):
+
+    bastion                 ``audit: best-effort``: the request's event is queued, never awaited
+    bastion-audit-required  ``audit: required``: the ``request.authorized`` event is committed
+                            before the request goes upstream and the ``request.decided`` event
+                            before the response ends, so every request waits for two commits
+"""
 
 from __future__ import annotations
 
@@ -8,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -32,6 +42,7 @@ models:
 compartments:
   general:
     level: restricted
+    audit: {audit}
     grants: {{orgs: [lab]}}
 orgs:
   lab: {{kind: internal}}
@@ -67,9 +78,11 @@ def _token(url: str, private: dict[str, str]) -> str:
     raise RuntimeError(f"bastion refused a token: {response.text}")
 
 
-def start_bastion(upstream: Upstream) -> tuple[Arm, Cleanup]:
+def start_bastion(
+    upstream: Upstream, *, name: str = "bastion", audit: str = "best-effort"
+) -> tuple[Arm, Cleanup]:
     workdir = Path(tempfile.mkdtemp(prefix="bastion-bench-"))
-    (workdir / "bastion.yaml").write_text(CONFIG.format(upstream=upstream.url))
+    (workdir / "bastion.yaml").write_text(CONFIG.format(upstream=upstream.url, audit=audit))
     private = generate_private_jwk()
     (workdir / "bench.pub.json").write_bytes(orjson.dumps(public_jwk(private)))
     _bastion(workdir, "init")
@@ -77,7 +90,7 @@ def start_bastion(upstream: Upstream) -> tuple[Arm, Cleanup]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = start_server(
-        "bastion",
+        name,
         [sys.executable, "-m", "bastion", "serve", "--port", str(port), "--log-level", "warning"],
         health_url=url + "/readyz",
         env={
@@ -100,4 +113,9 @@ def start_bastion(upstream: Upstream) -> tuple[Arm, Cleanup]:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    return Arm("bastion", url, headers), cleanup
+    return Arm(name, url, headers), cleanup
+
+
+start_bastion_audit_required = partial(
+    start_bastion, name="bastion-audit-required", audit="required"
+)

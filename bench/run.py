@@ -3,7 +3,11 @@
 Arms
     direct       the client calls the example upstream itself (the baseline)
     passthrough  through a bare Python reverse proxy on the same stack as Bastion (the floor)
-    ...          any arm from ``EXTRA_ARMS`` / ``main(extra_arms=...)``, e.g. Bastion itself
+    bastion      Bastion in front of the upstream, its compartment ``audit: best-effort``
+    bastion-audit-required
+                 the same with ``audit: required``: two durable audit commits per request
+                 (both Bastion arms: ``bench/bastion_arm.py``)
+    ...          any other arm given as ``main(extra_arms=...)``
 
 Every arm sends a small non-streaming ``POST /v1/chat/completions``. For each concurrency level
 (default 1 for latency, 16 for throughput) each arm is warmed up, then measured for ``--rounds``
@@ -18,7 +22,7 @@ exit, Ctrl-C included. Latencies time only the HTTP exchange (see ``bench/load.p
 Run:  python -m bench.run [--rounds 5] [--requests 1000] [--concurrency 1 16] [--json out.json]
 
 Adding an arm: write a function that takes the running :class:`Upstream` and returns an
-:class:`Arm` and a cleanup callable, and list it in ``EXTRA_ARMS``. For Bastion::
+:class:`Arm` and a cleanup callable, and pass it in ``extra_arms``. For Bastion, roughly::
 
     def start_bastion(upstream: Upstream) -> tuple[Arm, Cleanup]:
         port = free_port()
@@ -267,7 +271,7 @@ async def measure(arms: Sequence[Arm], settings: Settings, console: Console) -> 
                 result = await _load(arm, concurrency, settings.requests, settings.round_seconds)
                 by_arm[arm.name].rounds.append(result)
                 console.log(
-                    f"c={concurrency} round {round_index + 1}/{settings.rounds} {arm.name:<20}"
+                    f"c={concurrency} round {round_index + 1}/{settings.rounds} {arm.name:<22}"
                     f" {result.rps:8.0f} rps  p50 {result.percentile(50):6.2f} ms"
                     f"  p99 {result.percentile(99):6.2f} ms  errors {result.errors}"
                 )
@@ -301,7 +305,8 @@ def render(series: Sequence[Series], settings: Settings) -> Table:
         "added: vs the direct arm; ratio: rps / passthrough rps",
     )
     for column in ("conc", "arm", "rps median (min-max)", "p50 ms", "p99 ms"):
-        table.add_column(column, justify="left" if column == "arm" else "right")
+        arm = column == "arm"  # never cut: "bastion-audit-required" must stay readable
+        table.add_column(column, justify="left" if arm else "right", no_wrap=arm)
     for column in ("added p50", "added p99", "rps ratio vs passthrough", "errors"):
         table.add_column(column, justify="right")
     for concurrency in settings.concurrency:
@@ -433,9 +438,9 @@ def _run_async(main: Coroutine[Any, Any, list[Series]]) -> list[Series]:
 
 def main(argv: Sequence[str] | None = None, extra_arms: Sequence[ArmStarter] | None = None) -> int:
     if extra_arms is None:
-        from bench.bastion_arm import start_bastion  # imports bench.run: load it here
+        from bench import bastion_arm  # imports bench.run: load it here
 
-        extra_arms = (start_bastion,)
+        extra_arms = (bastion_arm.start_bastion, bastion_arm.start_bastion_audit_required)
     settings, args = parse_args(argv)
     console = Console(width=None if sys.stdout.isatty() else 130)
     starters = [*DEFAULT_ARMS, *extra_arms]

@@ -48,7 +48,7 @@ class Settings:
     dpop_max_age: int = 60
     dpop_clock_skew: int = 5
     state_poll_interval: float = 0.25
-    audit_linger: float = 0.0
+    audit_linger: float = 0.01
     checkpoint_interval: float = 2.0
 
     def __repr__(self) -> str:  # secrets never reach a log line

@@ -16,24 +16,31 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from .checkpoint import Checkpoint, open_checkpoint
 from .note import NoteError, Verifier, parse_verifier_key
 from .receipt import verify_export, verify_receipt
 
 
+def _usage_error(message: str) -> NoReturn:
+    """No verdict: exit 2, so a wrong key or path is never taken for evidence that failed."""
+    print(f"bastion-verify: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def _read(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise SystemExit(f"bastion-verify: cannot read {path}: {type(exc).__name__}") from None
+        _usage_error(f"cannot read {path}: {type(exc).__name__}")
 
 
 def _verifiers(keys: Sequence[str]) -> list[Verifier]:
     try:
         return [parse_verifier_key(key.strip()) for key in keys]
     except NoteError as exc:
-        raise SystemExit(f"bastion-verify: bad verifier key: {exc}") from None
+        _usage_error(f"bad verifier key: {exc}")
 
 
 def _receipt(args: argparse.Namespace) -> int:
@@ -48,9 +55,7 @@ def _receipt(args: argparse.Namespace) -> int:
         try:
             trusted = open_checkpoint(_read(args.trusted), verifiers)
         except NoteError as exc:
-            raise SystemExit(
-                f"bastion-verify: the trusted checkpoint does not verify: {exc}"
-            ) from None
+            _usage_error(f"the trusted checkpoint does not verify: {exc}")
     verdict = verify_receipt(receipt if isinstance(receipt, dict) else {}, verifiers, trusted)
     if verdict.ok and verdict.checkpoint is not None:
         cp = verdict.checkpoint
@@ -65,8 +70,11 @@ def _receipt(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     verifiers = _verifiers(args.key)
     note = _read(args.checkpoint)
-    with args.export.open(encoding="utf-8", errors="replace") as lines:
-        verdict = verify_export(lines, verifiers, note)
+    try:
+        with args.export.open(encoding="utf-8", errors="replace") as lines:
+            verdict = verify_export(lines, verifiers, note)
+    except OSError as exc:
+        _usage_error(f"cannot read {args.export}: {type(exc).__name__}")
     if verdict.ok:
         print(f"VERIFIED: {verdict.entries} entries match the signed checkpoint")
         return 0

@@ -11,6 +11,7 @@ are appended synchronously by the services, in the transaction of the change the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import anyio
@@ -47,6 +48,7 @@ class AuditRecorder:
         )
         self._pending: list[tuple[Event, asyncio.Future[None] | None]] = []
         self._writing = asyncio.Lock()
+        self._urgent = asyncio.Event()
         self.written = 0
         self.dropped = 0
         self.failures = 0
@@ -67,14 +69,20 @@ class AuditRecorder:
             self._queue.put_nowait((event, future))
         except asyncio.QueueFull:
             raise AuditUnavailable("the audit log is overloaded; refusing") from None
+        self._urgent.set()
         await asyncio.shield(future)
 
     async def run(self) -> None:
         """Write batches forever (cancelled at shutdown, after which ``flush`` runs once more)."""
         while True:
-            self._pending.append(await self._queue.get())
-            if self._linger:
-                await asyncio.sleep(self._linger)
+            first = await self._queue.get()
+            self._pending.append(first)
+            if self._linger and first[1] is None:
+                # Best-effort events may wait a little to share a commit; a durable one
+                # (``commit``) cuts the wait short, so audit-required latency is unaffected.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._urgent.wait(), self._linger)
+            self._urgent.clear()
             await self.flush()
 
     async def flush(self) -> None:
@@ -111,9 +119,12 @@ class AuditRecorder:
                 return
         lost = sum(1 for _, future in batch if future is None)
         self.dropped += lost
-        log.critical(
-            "AUDIT GAP: %d best-effort events could not be recorded", lost, extra={"count": lost}
-        )
+        if lost:  # audit-required events are not lost: their callers are refused below
+            log.critical(
+                "AUDIT GAP: %d best-effort events could not be recorded",
+                lost,
+                extra={"count": lost},
+            )
         for _, future in batch:
             if future is not None and not future.done():
                 future.set_exception(AuditUnavailable("the audit log cannot record; refusing"))

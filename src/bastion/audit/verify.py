@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 from bastion.errors import NotFound
 from bastion.store import events as rows
+from bastion.store.events import CheckpointRow
 
 from .checkpoint import open_checkpoint
 from .log import AuditLog, StoredNodes
@@ -53,10 +54,13 @@ class LogVerdict:
 
 
 def _check_checkpoints(
-    conn: sa.Connection, audit: AuditLog, roots: dict[int, bytes], verdict: LogVerdict
+    checkpoints: list[CheckpointRow],
+    audit: AuditLog,
+    roots: dict[int, bytes],
+    verdict: LogVerdict,
 ) -> None:
     verifier = audit.signer.verifier
-    for row in rows.checkpoints(conn):
+    for row in checkpoints:
         verdict.checkpoints += 1
         try:
             signed = open_checkpoint(row.note, [verifier])
@@ -83,7 +87,11 @@ def _check_checkpoints(
 
 def verify_log(conn: sa.Connection, audit: AuditLog) -> LogVerdict:
     verdict = LogVerdict()
-    wanted = {row.size for row in rows.checkpoints(conn)}
+    # Read once, before the events: the log may grow (and be checkpointed) while this runs, and
+    # each read here sees the latest commit, so only checkpoints read now are sure to be covered
+    # by the events read next and to have their roots computed on the way.
+    checkpoints = rows.checkpoints(conn)
+    wanted = {row.size for row in checkpoints}
     roots: dict[int, bytes] = {}
     frontier = Frontier()
     nodes = StoredNodes(conn)
@@ -96,7 +104,7 @@ def verify_log(conn: sa.Connection, audit: AuditLog) -> LogVerdict:
             expected = frontier.size
             if row.idx != expected:
                 verdict.bad(expected, f"entry {expected} is missing (next stored is {row.idx})")
-                return _finish(conn, audit, roots, verdict, frontier)
+                return _finish(checkpoints, audit, roots, verdict, frontier)
             recomputed = audit.committer.leaf(_record(row.body))
             if recomputed.decode() != row.leaf:
                 verdict.bad(row.idx, f"entry {row.idx} ({row.id}): event does not match its leaf")
@@ -111,18 +119,18 @@ def verify_log(conn: sa.Connection, audit: AuditLog) -> LogVerdict:
             if frontier.size in wanted:
                 roots[frontier.size] = frontier.root()
         cursor = batch[-1].idx
-    return _finish(conn, audit, roots, verdict, frontier)
+    return _finish(checkpoints, audit, roots, verdict, frontier)
 
 
 def _finish(
-    conn: sa.Connection,
+    checkpoints: list[CheckpointRow],
     audit: AuditLog,
     roots: dict[int, bytes],
     verdict: LogVerdict,
     frontier: Frontier,
 ) -> LogVerdict:
     verdict.size = frontier.size
-    _check_checkpoints(conn, audit, roots, verdict)
+    _check_checkpoints(checkpoints, audit, roots, verdict)
     return verdict
 
 

@@ -20,8 +20,8 @@ from bastion.store.events import CheckpointRow
 
 from .context import Context
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)  # one greppable line per message
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _covering_checkpoint(c: Context, size: int) -> CheckpointRow:
