@@ -52,7 +52,10 @@ compartments:
       principals: [carol]
 orgs:
   lab: {kind: internal}
-  acme: {kind: vendor}
+  acme:
+    kind: vendor
+    sponsor: alice
+    contract: {start: "2026-01-01T00:00:00Z", end: "2099-01-01T00:00:00Z"}
 principals:
   alice: {kind: user, org: lab}
   bob: {kind: user, org: lab}

@@ -117,8 +117,8 @@ BROKEN = {  # name: (old, new, the line's marker, what stderr must say about tha
         "YAML syntax error: while parsing a flow mapping, expected ',' or '}', but got ']'",
     ),
     "duplicate key": (
-        "  acme: {kind: vendor}\n",
-        "  acme: {kind: vendor}\n  lab: {kind: vendor}\n",
+        "  acme:\n    kind: vendor\n",
+        "  lab: {kind: vendor}\n  acme:\n    kind: vendor\n",
         "lab: {kind: vendor}",
         "orgs: duplicate key 'lab' (first on line {first})",
     ),

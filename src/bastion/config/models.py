@@ -32,6 +32,8 @@ from pydantic import (
     model_validator,
 )
 
+from .vendor import Cidr, Contract, WorkingHours
+
 CONFIG_VERSION = 1
 KIB = 1024
 MIB = 1024 * KIB
@@ -355,6 +357,7 @@ class Compartment(_Frozen):
     """A set of models sharing a level and its controls."""
 
     level: Level
+    allowed_networks: tuple[Cidr, ...] = ()
     description: Description = ""
     token_binding: TokenBinding = TokenBinding.REQUIRED
     audit: AuditMode = AuditMode.REQUIRED
@@ -387,10 +390,16 @@ class Compartment(_Frozen):
 
 
 class Org(_Frozen):
-    """The lab itself (``internal``) or a contractor (``vendor``)."""
+    """The lab itself (``internal``) or a contractor (``vendor``) and its boundary."""
 
     kind: OrgKind
     description: Description = ""
+    sponsor: Name | None = None
+    contract: Contract | None = None
+    allowed_networks: tuple[Cidr, ...] = ()
+    seat_limit: Annotated[StrictInt, Field(ge=1, le=100_000)] | None = None
+    ceiling: Level = Level.CRITICAL
+    working_hours: WorkingHours | None = None
 
 
 class Principal(_Frozen):
@@ -446,6 +455,7 @@ class BastionConfig(_Frozen):
             *self._model_problems(),
             *self._principal_problems(),
             *self._grant_problems(),
+            *self._sponsor_problems(),
         ]
         if not self.orgs:
             problems.append((("orgs",), "declare at least one org: every principal belongs to one"))
@@ -469,6 +479,23 @@ class BastionConfig(_Frozen):
             if model.compartment not in self.compartments:
                 message = _unknown("compartment", model.compartment, self.compartments)
                 yield ("models", index, "compartment"), message
+
+    def _sponsor_problems(self) -> Iterator[tuple[KeyPath, str]]:
+        for name, org in self.orgs.items():
+            if org.sponsor is None:
+                continue
+            sponsor = self.principals.get(org.sponsor)
+            sponsor_org = self.orgs.get(sponsor.org) if sponsor is not None else None
+            if sponsor is None:
+                yield (
+                    ("orgs", name, "sponsor"),
+                    (f"sponsor {describe(org.sponsor)} must be a principal declared in this file"),
+                )
+            elif sponsor_org is None or sponsor_org.kind is not OrgKind.INTERNAL:
+                yield (
+                    ("orgs", name, "sponsor"),
+                    (f"sponsor {describe(org.sponsor)} must belong to an internal org"),
+                )
 
     def _principal_problems(self) -> Iterator[tuple[KeyPath, str]]:
         for name, principal in self.principals.items():

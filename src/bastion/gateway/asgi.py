@@ -34,8 +34,9 @@ from bastion.errors import (
     UnknownModel,
     UpstreamError,
 )
-from bastion.policy.authorize import Caller, RequestFacts, authorize, authorize_many, check_locks
+from bastion.policy.authorize import Caller, RequestFacts, authorize, check_locks
 from bastion.policy.decision import Decision, Reason
+from bastion.policy.facts import request_facts
 from bastion.policy.holder import SnapshotHolder
 from bastion.policy.snapshot import ModelRoute, Snapshot
 
@@ -248,12 +249,14 @@ class Gateway:
             exchange.decision = Decision.deny(Reason.NO_SNAPSHOT, 0)
             raise Unavailable("the gateway has no policy snapshot yet; refusing all requests")
         exchange.caller = caller_of(snapshot, claims)
-        facts = RequestFacts(token_bound=True, source_ip=exchange.source_ip, api=api or "list")
         if api is None:
-            await self._list_models(snapshot, exchange, facts, send, now)
+            await self._list_models(snapshot, exchange, send, now)
             return
         body = await self._read_body(receive, headers.content_length)
         route, payload = self._route(snapshot, body, api, exchange)
+        facts = request_facts(
+            snapshot, exchange.caller, route.compartment, exchange.source_ip, api, now
+        )
         self._decide(snapshot, exchange, route, facts, now)
         try:
             self._quotas.admit(
@@ -328,22 +331,25 @@ class Gateway:
             )
 
     async def _list_models(
-        self, snapshot: Snapshot, exchange: Exchange, facts: RequestFacts, send: Send, now: float
+        self, snapshot: Snapshot, exchange: Exchange, send: Send, now: float
     ) -> None:
-        assert exchange.caller is not None
-        locked = check_locks(snapshot, exchange.caller, None, now)
+        caller = exchange.caller
+        assert caller is not None
+        locked = check_locks(snapshot, caller, None, now)
         if locked is not None:
             exchange.decision = locked
             raise AccessDenied("access denied (" + ", ".join(locked.reasons) + ")", locked.reasons)
-        names = sorted(snapshot.models)
-        decisions = authorize_many(snapshot, exchange.caller, names, facts)
-        visible = [
-            name
-            for name, decision in zip(names, decisions, strict=True)
-            if decision.allowed
-            and check_locks(snapshot, exchange.caller, snapshot.models[name].compartment, now)
-            is None
-        ]
+        visible = []
+        for name in sorted(snapshot.models):
+            route = snapshot.models[name]
+            facts = request_facts(
+                snapshot, caller, route.compartment, exchange.source_ip, "list", now
+            )
+            if (
+                check_locks(snapshot, caller, route.compartment, now) is None
+                and authorize(snapshot, caller, name, facts).allowed
+            ):
+                visible.append(name)
         exchange.decision = Decision(True, (Reason.GRANTED,), ("list",), snapshot.epoch)
         exchange.outcome = "completed"
         data = [

@@ -39,9 +39,24 @@ class RequestFacts:
     token_bound: bool
     source_ip: str
     api: str
+    # The caller's boundary (always true for internal principals but the network check):
+    network_allowed: bool = True
+    in_contract: bool = True
+    within_hours: bool = True
+    seat_ok: bool = True
+    sponsor_active: bool = True
 
     def context(self) -> dict[str, object]:
-        return {"token_bound": self.token_bound, "source_ip": self.source_ip, "api": self.api}
+        return {
+            "token_bound": self.token_bound,
+            "source_ip": self.source_ip,
+            "api": self.api,
+            "network_allowed": self.network_allowed,
+            "in_contract": self.in_contract,
+            "within_hours": self.within_hours,
+            "seat_ok": self.seat_ok,
+            "sponsor_active": self.sponsor_active,
+        }
 
 
 def lock_targets(caller: Caller, compartment: str | None) -> list[tuple[str, str]]:

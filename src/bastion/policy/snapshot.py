@@ -93,6 +93,8 @@ class Snapshot:
     device_keys: Mapping[str, tuple[str, Mapping[str, str]]]  # jkt -> (principal, public JWK)
     locks: Mapping[tuple[str, str], LockFacts]
     cedar: CedarHandles = field(repr=False)
+    # Principals beyond their vendor org's seat limit (the latest-created ones are over).
+    over_seats: frozenset[str] = frozenset()
     # Memo of Cedar decisions for this snapshot (decisions are pure functions of the snapshot
     # and the request facts); bounded, and gone with the snapshot on the next swap.
     decisions: dict[Hashable, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -202,7 +204,7 @@ def _entities(
         entities.append(
             {
                 "uid": _uid("Org", org_name),
-                "attrs": {"kind": str(org.kind)},
+                "attrs": {"kind": str(org.kind), "ceiling_rank": org.ceiling.rank},
                 "parents": granted_to.get(("org", org_name), []),
             }
         )
@@ -253,6 +255,23 @@ def _routes(config: BastionConfig, env: Mapping[str, str]) -> dict[str, ModelRou
     return routes
 
 
+def _over_seats(
+    config: BastionConfig, facts: Mapping[str, PrincipalFacts], rows: Sequence[PrincipalRow]
+) -> frozenset[str]:
+    """Who is over a vendor seat limit: the earliest-created active principals hold the seats."""
+    created = {row.name: row.created_at for row in rows}
+    over: set[str] = set()
+    for org_name, org in config.orgs.items():
+        if org.seat_limit is None:
+            continue
+        members = sorted(
+            (f.name for f in facts.values() if f.org == org_name and not f.disabled),
+            key=lambda name: (created.get(name, float("inf")), name),
+        )
+        over.update(members[org.seat_limit :])
+    return frozenset(over)
+
+
 def _lock_index(rows: Sequence[LockRow]) -> dict[tuple[str, str], LockFacts]:
     """One entry per target: the lock that lasts longest (no expiry beats any expiry)."""
     index: dict[tuple[str, str], LockFacts] = {}
@@ -292,4 +311,5 @@ def build_snapshot(
         },
         locks=_lock_index(locks),
         cedar=build_cedar(schema_text, policies, _entities(config, facts)),
+        over_seats=_over_seats(config, facts, principals),
     )

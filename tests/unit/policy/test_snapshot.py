@@ -150,6 +150,12 @@ def test_shipped_policies_map_their_ids_to_reasons() -> None:
         "forbid-unbound-token": Reason.TOKEN_BINDING_REQUIRED,
         "permit-audit-read": Reason.GRANTED,
         "forbid-vendor-control-plane": Reason.VENDOR_CONTROL_PLANE,
+        "forbid-network-not-allowed": Reason.NETWORK_NOT_ALLOWED,
+        "forbid-outside-contract": Reason.OUTSIDE_CONTRACT,
+        "forbid-outside-working-hours": Reason.OUTSIDE_WORKING_HOURS,
+        "forbid-over-seat-limit": Reason.OVER_SEAT_LIMIT,
+        "forbid-sponsor-inactive": Reason.SPONSOR_INACTIVE,
+        "forbid-above-vendor-ceiling": Reason.ABOVE_VENDOR_CEILING,
     }
 
 

@@ -1,0 +1,44 @@
+"""The facts a decision needs beyond who and what: computed per request from the snapshot, the
+source address and the clock (no I/O), then handed to Cedar as the context.
+
+For a vendor principal: inside the contract window, inside working hours, from an allowed
+network, holding a seat, with an active sponsor. For everyone: from a network the compartment
+allows. A vendor org without a contract window or sponsor fails closed (the facts are false).
+"""
+
+from __future__ import annotations
+
+from bastion.config.models import OrgKind
+from bastion.config.vendor import network_allows
+
+from .authorize import Caller, RequestFacts
+from .snapshot import Snapshot
+
+
+def request_facts(
+    snapshot: Snapshot,
+    caller: Caller,
+    compartment: str | None,
+    source_ip: str,
+    api: str,
+    now: float,
+) -> RequestFacts:
+    config = snapshot.config
+    networks = config.compartments[compartment].allowed_networks if compartment else ()
+    allowed = network_allows(networks, source_ip)
+    org = config.orgs.get(caller.org)
+    if org is None or org.kind is not OrgKind.VENDOR:
+        return RequestFacts(token_bound=True, source_ip=source_ip, api=api, network_allowed=allowed)
+    sponsor = snapshot.principals.get(org.sponsor) if org.sponsor else None
+    return RequestFacts(
+        token_bound=True,
+        source_ip=source_ip,
+        api=api,
+        network_allowed=allowed and network_allows(org.allowed_networks, source_ip),
+        in_contract=org.contract is not None and org.contract.covers(now),
+        within_hours=org.working_hours is None or org.working_hours.covers(now),
+        seat_ok=caller.principal not in snapshot.over_seats,
+        sponsor_active=sponsor is not None
+        and not sponsor.disabled
+        and snapshot.lock_on([("principal", sponsor.name)], now) is None,
+    )
