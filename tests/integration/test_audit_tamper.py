@@ -257,3 +257,27 @@ def test_admin_events_and_requests_share_one_tree(log: tuple[Store, AuditLog]) -
         ).scalar_one()
     assert "fam_secret" not in stored  # a family id is committed as an HMAC, not in the clear
     assert verdict(store, audit).ok
+
+
+def test_two_writers_and_a_rollback_keep_one_tree(log: tuple[Store, AuditLog]) -> None:
+    """Two processes' logs append alternately to one store, one append rolls back: the frontier
+    caches notice every foreign or undone append, and the tree verifies."""
+    store, first = log
+    second = AuditLog(first.committer, first.signer, first.origin)
+    for round_ in range(5):
+        for writer in (first, second):
+            with store.begin() as conn:
+                writer.append(conn, [request_event(100 + round_)])
+    def rolled_back() -> None:
+        with store.begin() as conn:
+            first.append(conn, [request_event(200)])
+            raise RuntimeError("roll back")
+
+    with pytest.raises(RuntimeError):
+        rolled_back()
+    with store.begin() as conn:
+        first.append(conn, [request_event(201)])
+        second.checkpoint(conn)
+    result = verdict(store, first)
+    assert result.ok, result.problems
+    assert result.size == ENTRIES + 11

@@ -3,8 +3,9 @@
 ``append`` runs inside the caller's transaction, so an admin change and its event commit together.
 It serializes appenders (``take_append_lock``), reads the tree size, extends the frontier, and
 writes the events with their leaf index, their commitment, and every complete subtree node the
-appends completed — history is never rehashed. The frontier is cached per process and checked
-against the stored last leaf before reuse, so another process's appends are never missed.
+appends completed — history is never rehashed. The frontier is cached per process and reused
+only when the append counter shows no other append since, so another process's appends (or a
+rolled-back one of ours) are never missed.
 
 Proofs and roots are read from the stored nodes (``NodeSource``); checkpoints are signed C2SP
 notes over (origin, size, root), and the log refuses to sign one that goes backwards.
@@ -66,22 +67,20 @@ class AuditLog:
         self.signer = signer
         self.origin = origin
         self._cache: Frontier | None = None
-        self._last_leaf = b""
+        self._token = -1
         self._cache_lock = threading.Lock()
 
     # -- appending ------------------------------------------------------------------------------
 
-    def _frontier(self, conn: sa.Connection, size: int) -> Frontier:
-        """The frontier for ``size``: the cached one if its last leaf is the stored last leaf."""
+    def _frontier(self, conn: sa.Connection, counter: int) -> Frontier:
+        """The frontier to extend. The cached one is valid only if the append counter moved by
+        exactly our own increment since we cached it: then nobody else appended and our last
+        append committed (a rolled-back one leaves the counter behind)."""
         with self._cache_lock:
-            cached, last = self._cache, self._last_leaf
-        if (
-            cached is not None
-            and cached.size == size
-            and (size == 0 or rows.node(conn, 0, size - 1) == last)
-        ):
+            cached, token = self._cache, self._token
+        if cached is not None and token == counter - 1:
             return Frontier.from_state(cached.to_state())
-        return frontier_at(conn, size)
+        return frontier_at(conn, rows.size(conn))
 
     def append(self, conn: sa.Connection, events: Sequence[Event]) -> list[int]:
         """Append ``events`` in order inside the caller's transaction; returns their indices.
@@ -90,17 +89,15 @@ class AuditLog:
         back, the next append sees the stored last leaf differ and rebuilds from the table."""
         if not events:
             return []
-        rows.take_append_lock(conn)
-        frontier = self._frontier(conn, rows.size(conn))
+        counter = rows.take_append_lock(conn)
+        frontier = self._frontier(conn, counter)
         new_rows: list[EventRow] = []
         nodes: list[tuple[int, int, bytes]] = []
-        last = b""
         for event in events:
             record = event.record()
             leaf = self.committer.leaf(record)
-            last = leaf_hash(leaf)
             index = frontier.size
-            nodes.extend(frontier.append(last))
+            nodes.extend(frontier.append(leaf_hash(leaf)))
             new_rows.append(
                 EventRow(
                     idx=index,
@@ -114,7 +111,7 @@ class AuditLog:
         rows.insert(conn, new_rows)
         rows.insert_nodes(conn, nodes)
         with self._cache_lock:
-            self._cache, self._last_leaf = frontier, last
+            self._cache, self._token = frontier, counter
         return [row.idx for row in new_rows]
 
     # -- reading --------------------------------------------------------------------------------

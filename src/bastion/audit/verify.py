@@ -23,12 +23,11 @@ from dataclasses import dataclass, field
 import orjson
 import sqlalchemy as sa
 
-from bastion.errors import NotFound
 from bastion.store import events as rows
 from bastion.store.events import CheckpointRow
 
 from .checkpoint import open_checkpoint
-from .log import AuditLog, StoredNodes
+from .log import AuditLog
 from .merkle import Frontier, leaf_hash
 from .note import NoteError
 
@@ -94,12 +93,12 @@ def verify_log(conn: sa.Connection, audit: AuditLog) -> LogVerdict:
     wanted = {row.size for row in checkpoints}
     roots: dict[int, bytes] = {}
     frontier = Frontier()
-    nodes = StoredNodes(conn)
     cursor = -1
     while True:
         batch = rows.after(conn, cursor, BATCH)
         if not batch:
             break
+        stored_leaves = rows.leaf_nodes(conn, batch[0].idx, batch[-1].idx + 1)
         for row in batch:
             expected = frontier.size
             if row.idx != expected:
@@ -109,10 +108,7 @@ def verify_log(conn: sa.Connection, audit: AuditLog) -> LogVerdict:
             if recomputed.decode() != row.leaf:
                 verdict.bad(row.idx, f"entry {row.idx} ({row.id}): event does not match its leaf")
             digest = leaf_hash(recomputed)
-            try:
-                stored = nodes.node(0, row.idx)
-            except NotFound:
-                stored = b""
+            stored = stored_leaves.get(row.idx, b"")
             if stored != leaf_hash(row.leaf.encode()) or stored != digest:
                 verdict.bad(row.idx, f"entry {row.idx} ({row.id}): leaf hash differs from the tree")
             frontier.append(digest)

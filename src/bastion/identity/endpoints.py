@@ -37,6 +37,8 @@ def oauth_error(error: BastionError) -> Response:
         status, code = error.status, error.code
     elif error.status < 500:
         status, code = 400, "invalid_request"
+    elif error.status == 503:
+        status, code = 503, "temporarily_unavailable"
     else:
         status, code = 500, "server_error"
     body = {"error": code, "error_description": error.message}

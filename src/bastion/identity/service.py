@@ -10,6 +10,7 @@ so its live access tokens stop on the next request).
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -28,6 +29,7 @@ from bastion.errors import (
     InvalidGrant,
     InvalidRequest,
     OAuthError,
+    Unavailable,
     UnsupportedGrantType,
 )
 from bastion.policy.holder import SnapshotHolder
@@ -42,6 +44,7 @@ from .assertions import verify_client_assertion
 from .dpop import DPoPProof, DPoPVerifier
 from .replay import ReplayCache
 
+log = logging.getLogger("bastion.identity")
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 GRANT_TYPES = ("client_credentials", "refresh_token")
 MAX_FORM_VALUE = 8192
@@ -227,7 +230,11 @@ class TokenService:
                 )
                 self._audit.append(conn, [event])
 
-        await anyio.to_thread.run_sync(persist)
+        try:
+            await anyio.to_thread.run_sync(persist)
+        except Exception:
+            log.exception("could not record a token grant")
+            raise Unavailable("the audit log cannot record; no token is issued") from None
         return TokenGrant(access, self._access_ttl, refresh, family)
 
     async def _refresh(

@@ -28,12 +28,17 @@ class CheckpointRow:
     created_at: float
 
 
-def take_append_lock(conn: sa.Connection) -> None:
+def take_append_lock(conn: sa.Connection) -> int:
     """Serialize appenders: this write takes PostgreSQL's row lock or SQLite's write lock for the
-    rest of the transaction, so reading the tree size afterwards is race-free."""
-    conn.execute(
-        state.update().where(state.c.key == "audit_appends").values(value=state.c.value + 1)
-    )
+    rest of the transaction, so reading the tree size afterwards is race-free. Returns the
+    append counter after this append (it counts appends and checkpoints, by anyone)."""
+    value = conn.execute(
+        state.update()
+        .where(state.c.key == "audit_appends")
+        .values(value=state.c.value + 1)
+        .returning(state.c.value)
+    ).scalar_one()
+    return int(value)
 
 
 def size(conn: sa.Connection) -> int:
@@ -72,6 +77,16 @@ def node(conn: sa.Connection, level: int, index: int) -> bytes | None:
         )
     ).first()
     return bytes(row[0]) if row else None
+
+
+def leaf_nodes(conn: sa.Connection, start: int, end: int) -> dict[int, bytes]:
+    """The stored leaf hashes (level 0) for indices in [start, end), in one query."""
+    result = conn.execute(
+        sa.select(audit_nodes.c.idx, audit_nodes.c.hash).where(
+            audit_nodes.c.level == 0, audit_nodes.c.idx >= start, audit_nodes.c.idx < end
+        )
+    )
+    return {int(idx): bytes(digest) for idx, digest in result}
 
 
 def after(conn: sa.Connection, idx: int, limit: int = 500) -> list[EventRow]:
