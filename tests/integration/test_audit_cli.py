@@ -196,11 +196,6 @@ def test_export_verifies_offline_and_a_deleted_line_does_not(
     assert "order: line 2: expected index 1, found 2 (an entry is missing" in bad.stdout
 
 
-@pytest.mark.xfail(
-    reason="known gap: bastion-verify export checks each line's index and leaf, not the OCSF "
-    "fields beside them (docs/audit.md says to read verified facts from the leaf)",
-    strict=True,
-)
 def test_an_export_whose_ocsf_fields_were_edited_does_not_verify(
     audit_dir: AuditDir, tmp_path: Path
 ) -> None:
@@ -216,6 +211,7 @@ def test_an_export_whose_ocsf_fields_were_edited_does_not_verify(
     key, cp = audit_dir.key, str(checkpoint)
     done = audit_dir.verify("export", "--key", key, "--checkpoint", cp, str(export))
     assert done.returncode == 1, done.stdout
+    assert "unmapped differ from the leaf" in done.stdout
 
 
 # -- bastion-verify used wrongly ---------------------------------------------------------------

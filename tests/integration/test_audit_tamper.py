@@ -268,6 +268,7 @@ def test_two_writers_and_a_rollback_keep_one_tree(log: tuple[Store, AuditLog]) -
         for writer in (first, second):
             with store.begin() as conn:
                 writer.append(conn, [request_event(100 + round_)])
+
     def rolled_back() -> None:
         with store.begin() as conn:
             first.append(conn, [request_event(200)])

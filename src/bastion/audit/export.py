@@ -8,18 +8,61 @@ Sensitive fields appear as they are in the leaf (HMAC'd), never raw.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import orjson
 
-from bastion.store.events import EventRow
+
+class Row(Protocol):
+    """What an export line is made from (``store.events.EventRow`` fits); a protocol, so the
+    offline verifier can rebuild lines without importing the store."""
+
+    @property
+    def idx(self) -> int: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def time(self) -> float: ...
+    @property
+    def leaf(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Leaf:
+    idx: int
+    id: str
+    name: str
+    time: float
+    leaf: str
+
 
 OCSF_VERSION = "1.3.0"
 API_ACTIVITY = 6003
 _ACTIVITY = {"request": 99, "token": 99, "lock": 3, "principal": 1, "key": 1, "enrollment": 1}
 
 
-def ocsf_line(row: EventRow) -> str:
+def rebuilt_line(index: int, leaf: str) -> dict[str, Any] | None:
+    """The export line an (index, leaf) pair must have been exported as, or None if the leaf is
+    not an event commitment. Every field a SIEM shows is derived from the verified leaf, so an
+    edited field is caught by comparing the line with this."""
+    try:
+        data = orjson.loads(leaf)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    try:
+        row = _Leaf(index, str(data["id"]), str(data["name"]), float(data["time"]), leaf)
+    except (KeyError, TypeError, ValueError):
+        return None
+    rebuilt: dict[str, Any] = orjson.loads(ocsf_line(row))
+    return rebuilt
+
+
+def ocsf_line(row: Row) -> str:
     leaf: dict[str, Any] = orjson.loads(row.leaf)
     subject = row.name.split(".", 1)[0]
     allowed = leaf.get("allowed")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from .checkpoint import Checkpoint, open_checkpoint
+from .export import rebuilt_line
 from .note import NoteError, Verifier, parse_verifier_key
 from .receipt import verify_export, verify_receipt
 
@@ -71,17 +72,39 @@ def _export(args: argparse.Namespace) -> int:
     verifiers = _verifiers(args.key)
     note = _read(args.checkpoint)
     try:
-        with args.export.open(encoding="utf-8", errors="replace") as lines:
-            verdict = verify_export(lines, verifiers, note)
+        lines = args.export.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError as exc:
         _usage_error(f"cannot read {args.export}: {type(exc).__name__}")
-    if verdict.ok:
+    verdict = verify_export(lines, verifiers, note)
+    edited = _edited_fields(lines)
+    if verdict.ok and not edited:
         print(f"VERIFIED: {verdict.entries} entries match the signed checkpoint")
         return 0
     print(f"NOT VERIFIED ({verdict.entries} entries read):")
     for finding in verdict.findings:
         print(f"  {finding}")
+    for problem in edited[:20]:
+        print(f"  edited: {problem}")
     return 1
+
+
+def _edited_fields(lines: Sequence[str]) -> list[str]:
+    """Lines whose SIEM-facing fields differ from what their verified leaf says."""
+    problems = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            expected = rebuilt_line(int(entry["index"]), str(entry["leaf"]))
+        except (ValueError, KeyError, TypeError):
+            continue  # malformed lines are verify_export's findings
+        if expected is not None and entry != expected:
+            fields = sorted(
+                k for k in set(entry) | set(expected) if entry.get(k) != expected.get(k)
+            )
+            problems.append(f"line {number}: {', '.join(fields)} differ from the leaf")
+    return problems
 
 
 def main(argv: Sequence[str] | None = None) -> None:
