@@ -288,3 +288,22 @@ def test_events_tail_shows_admin_events_and_never_a_code(admin_cli: Cli) -> None
     assert events[1]["reason"] == "suspicious"
     assert events[0]["actor"].startswith("cli:")
     assert code not in text.out + as_json.out
+
+
+def test_locking_an_unknown_target_locks_nothing_unless_forced(admin_cli: Cli) -> None:
+    for target_type, target in (
+        ("principal", "alcie"),
+        ("org", "acmee"),
+        ("key", "nokey"),
+        ("family", "fam_nope"),
+        ("compartment", "nowhere"),
+    ):
+        typo = admin_cli("lock", target_type, target, "--reason", "typo")
+        assert typo.code == 1
+        assert f"no {target_type} '{target}' is known, so nothing was locked" in typo.err
+    assert LockService(admin_cli.store, admin_cli.audit).active() == []
+    forced = admin_cli("lock", "principal", "future-hire", "--reason", "pre-emptive", "--force")
+    assert forced.code == 0
+    assert [lock.target for lock in LockService(admin_cli.store, admin_cli.audit).active()] == [
+        "future-hire"
+    ]

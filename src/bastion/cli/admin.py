@@ -12,9 +12,9 @@ from rich.console import Console
 from rich.table import Column, Table
 from rich.text import Text
 
-from bastion.errors import BadRequest
+from bastion.errors import BadRequest, NotFound
 from bastion.identity.principals import PrincipalService
-from bastion.respond.locks import LOCK_TYPES, LockService
+from bastion.respond.locks import LOCK_TYPES, LockService, validate_target
 from bastion.store import Store, state
 
 from .context import Context, actor, parse_duration
@@ -147,13 +147,19 @@ def register(app: typer.Typer) -> None:
         target: str = typer.Argument("*", help="name, thumbprint or family id (omit for 'all')"),
         reason: str = typer.Option(..., help="why (recorded in the audit log)"),
         ttl: str | None = typer.Option(None, help="expire after e.g. 30m, 4h, 2d"),
+        force: bool = typer.Option(False, help="lock a target that does not exist (yet)"),
     ) -> None:
         """Lock a target: refused on its next request, open streams cut."""
         c: Context = ctx.obj
         seconds = parse_duration(ttl) if ttl else None
-        row, epoch = LockService(c.store, c.audit).lock(
-            target_type, target, reason=reason, author=actor(), ttl=seconds
-        )
+        service = LockService(c.store, c.audit)
+        target = validate_target(target_type, target)
+        if not force and not service.known(target_type, target, c.config):
+            raise NotFound(
+                f"no {target_type} {target!r} is known, so nothing was locked "
+                "(check the name, or use --force to lock it before it exists)"
+            )
+        row, epoch = service.lock(target_type, target, reason=reason, author=actor(), ttl=seconds)
         expiry = f", expires {when(row.expires_at)} UTC" if row.expires_at else ""
         out.print(f"locked {row.target_type} {row.target} ({row.id}{expiry})")
         _report(c.store, epoch)

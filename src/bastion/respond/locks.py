@@ -13,9 +13,13 @@ from collections.abc import Callable
 
 from bastion.audit.events import AdminAction
 from bastion.audit.log import AuditLog
+from bastion.config import BastionConfig
 from bastion.errors import BadRequest, NotFound
 from bastion.store import Store, state
+from bastion.store import keys as key_rows
 from bastion.store import locks as lock_rows
+from bastion.store import principals as principal_rows
+from bastion.store import tokens as token_rows
 from bastion.store.locks import LockRow
 
 LOCK_TYPES = ("principal", "org", "key", "family", "compartment", "all")
@@ -83,6 +87,21 @@ class LockService:
             self._audit.append(conn, [event])
             epoch = state.bump_epoch(conn)
         return row, epoch
+
+    def known(self, target_type: str, target: str, config: BastionConfig) -> bool:
+        """Whether the target exists (a lock on a typo would contain nobody)."""
+        if target_type == "all":
+            return True
+        if target_type == "org":
+            return target in config.orgs
+        if target_type == "compartment":
+            return target in config.compartments
+        with self._store.read() as conn:
+            if target_type == "principal":
+                return target in config.principals or principal_rows.get(conn, target) is not None
+            if target_type == "key":
+                return key_rows.get(conn, target) is not None
+            return token_rows.get_family(conn, target) is not None
 
     def unlock(
         self, target_type: str, target: str, *, author: str, reason: str = ""
