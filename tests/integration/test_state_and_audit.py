@@ -106,3 +106,25 @@ async def test_audit_required_refused_when_the_log_cannot_record(
     assert refused.json()["error"]["code"] == "audit_unavailable"
     assert best_effort.status_code == 200  # other compartments keep working
     assert harness.services.recorder.healthy is False
+
+
+async def test_a_response_whose_record_fails_never_ends_cleanly(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request.decided commit fails after forwarding: a stream ends with an error event and
+    without its terminator; the held-back end of the response never reaches the caller."""
+    real_append = harness.services.audit.append
+
+    def fail_decided(conn: object, events: list[object]) -> list[int]:
+        if any(getattr(e, "event_name", "") == "request.decided" for e in events):
+            raise OSError("disk full")
+        return real_append(conn, events)  # type: ignore[arg-type]
+
+    async with harness.client(await harness.enroll("carol")) as carol:
+        assert (await carol.post("/v1/chat/completions", json=FRONTIER)).status_code == 200
+        monkeypatch.setattr(harness.services.audit, "append", fail_decided)
+        streamed = await carol.post("/v1/chat/completions", json={**FRONTIER, "stream": True})
+    assert streamed.status_code == 200  # headers were sent before the record could fail
+    assert "data: [DONE]" not in streamed.text
+    assert "event: error" in streamed.text
+    assert "audit_unavailable" in streamed.text

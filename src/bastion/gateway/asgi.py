@@ -444,13 +444,15 @@ class Gateway:
         stream = OpenStream(exchange.caller, route.compartment, scope)
         key = self._streams.open(stream)
         exchange.outcome = "completed"
-        tail = b""
+        tail = held = b""  # audit-required: the last bytes wait until the record is durable
         watcher = asyncio.ensure_future(_watch_disconnect(receive, stream))
         try:
             with scope:
                 async for chunk in self._proxy.chunks(response, route):
                     meter.feed(chunk)
                     out = hide.feed(chunk) if hide else chunk
+                    if route.audit_required and out:
+                        out, held = held, out
                     if out:
                         await send({"type": "http.response.body", "body": out, "more_body": True})
         except UpstreamError as error:
@@ -482,14 +484,24 @@ class Gateway:
             tail = _stream_error(
                 AccessDenied(f"stream ended: {stream.cut_reason}", (stream.cut_reason,)), sse
             )
-        if route.audit_required:  # the response is not complete until its record is durable
-            try:
-                await self._recorder.commit(exchange.event())
-                exchange.recorded = True
-            except AuditUnavailable as error:
-                exchange.outcome, exchange.error = "error", error.code
-                tail += _stream_error(error, sse)
+        if route.audit_required:
+            tail = await self._durable_end(exchange, held, tail, sse)
         await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+    async def _durable_end(self, exchange: Exchange, held: bytes, tail: bytes, sse: bool) -> bytes:
+        """The response is not complete until its record is durable: the held-back last bytes
+        (the SSE terminator, or the end of the JSON) go out only after the commit. If the log
+        cannot record, a stream ends with an error event instead, and a plain body is left
+        incomplete (the connection is closed), so the caller never sees a clean success."""
+        try:
+            await self._recorder.commit(exchange.event())
+        except AuditUnavailable as error:
+            exchange.outcome, exchange.error = "error", error.code
+            if not sse:
+                raise
+            return _stream_error(error, sse)
+        exchange.recorded = True
+        return held + tail
 
 
 async def _watch_disconnect(receive: Receive, stream: OpenStream) -> None:
