@@ -50,6 +50,9 @@ compartments:
     level: critical
     grants:
       principals: [carol]
+    access:
+      approvals: 2
+      approvers: [bob, audrey]
 orgs:
   lab: {kind: internal}
   acme:

@@ -22,6 +22,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
+from bastion.access.service import AccessService
+from bastion.api.access import AccessRoutes
 from bastion.api.app import create_admin_api
 from bastion.api.audit import AuditRoutes
 from bastion.audit import keys as audit_keys
@@ -67,6 +69,7 @@ class Services:
     issuer: IssuerKey
     audit: AuditLog
     locks: LockService
+    access: AccessService
 
 
 class BastionApp:
@@ -119,6 +122,7 @@ def create_app(
     )
     principals = PrincipalService(store, audit)
     locks = LockService(store, audit)
+    access = AccessService(store, audit)
     tokens = TokenService(
         store=store,
         holder=holder,
@@ -165,7 +169,18 @@ def create_app(
         source_ip=request_source,
     )
     services = Services(
-        settings, store, holder, sync, recorder, streams, principals, tokens, issuer, audit, locks
+        settings,
+        store,
+        holder,
+        sync,
+        recorder,
+        streams,
+        principals,
+        tokens,
+        issuer,
+        audit,
+        locks,
+        access,
     )
 
     async def healthz(request: Request) -> Response:
@@ -206,6 +221,7 @@ def create_app(
         authenticator=authenticator,
         public_url=issuer_url,
         audit=AuditRoutes(store, audit),
+        access=AccessRoutes(access, holder, sync.reload),
     )
     control = Starlette(
         routes=[

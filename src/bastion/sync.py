@@ -26,6 +26,7 @@ from bastion.errors import BastionError
 from bastion.policy.holder import SnapshotHolder
 from bastion.policy.snapshot import Snapshot, build_snapshot
 from bastion.store import Store, state
+from bastion.store import access as access_rows
 from bastion.store import keys as key_rows
 from bastion.store import locks as lock_rows
 from bastion.store import principals as principal_rows
@@ -73,6 +74,7 @@ def read_snapshot(store: Store, config: BastionConfig, env: Mapping[str, str]) -
         principals = principal_rows.list_all(conn)
         device_keys = key_rows.active(conn)
         locks = lock_rows.active(conn, now)
+        grants = access_rows.active_grants(conn, now)
     return build_snapshot(
         epoch=epoch,
         config=config,
@@ -80,6 +82,7 @@ def read_snapshot(store: Store, config: BastionConfig, env: Mapping[str, str]) -
         device_keys=device_keys,
         locks=locks,
         env=env,
+        grants=grants,
     )
 
 

@@ -23,7 +23,7 @@ PROMPT_MARKER = "zebra-prompt-marker-7731"
 
 @pytest.fixture(scope="module")
 def logged_in(deployment: Deployment) -> Deployment:
-    for principal in ("alice", "bob", "carol"):
+    for principal in ("alice", "bob", "carol", "audrey"):
         deployment.login(principal, profile=f"e2e-{principal}")
     return deployment
 
@@ -183,3 +183,45 @@ def test_no_secrets_in_responses_or_logs(
     assert lines, "the server logged nothing"
     for line in lines:  # structured: every line is one JSON object
         assert isinstance(orjson.loads(line), dict), line
+
+
+def test_just_in_time_access_with_two_approvals_from_the_cli(
+    logged_in: Deployment, oai: Callable[[Deployment, str], openai.OpenAI]
+) -> None:
+    client = oai(logged_in, "alice")
+    hello = [{"role": "user", "content": "hi"}]
+    asked = logged_in.cli(
+        "access",
+        "request",
+        "cyber-frontier",
+        "--reason",
+        "incident 7",
+        "--duration",
+        "30m",
+        "--profile",
+        "e2e-alice",
+    )
+    request_id = asked.stdout.split(":")[0].strip()
+    assert request_id.startswith("rq_"), asked.stdout
+    own = logged_in.cli("access", "approve", request_id, "--profile", "e2e-alice", check=False)
+    assert own.returncode == 1
+    assert "cannot approve their own request" in own.stderr
+    first = logged_in.cli("access", "approve", request_id, "--profile", "e2e-bob")
+    assert "pending" in first.stdout
+    with pytest.raises(openai.PermissionDeniedError):
+        client.chat.completions.create(model="cyber-frontier", messages=hello)
+    second = logged_in.cli("access", "approve", request_id, "--profile", "e2e-audrey")
+    assert "approved" in second.stdout
+    client.chat.completions.create(model="cyber-frontier", messages=hello)
+    grants = logged_in.cli("access", "grants").stdout
+    grant_id = next(word for word in grants.split() if word.startswith("gr_"))
+    logged_in.cli("access", "revoke", grant_id, "--reason", "incident closed")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # the server applies the revocation within a poll
+        try:
+            client.chat.completions.create(model="cyber-frontier", messages=hello)
+        except openai.PermissionDeniedError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the revoked grant still worked after 5 s")

@@ -21,6 +21,7 @@ from bastion.gateway.responses import error_body, error_headers
 from bastion.policy.authorize import Caller, authorize_admin, check_locks
 from bastion.policy.holder import SnapshotHolder
 
+from .access import AccessRoutes
 from .audit import AuditRoutes
 
 log = logging.getLogger("bastion.api")
@@ -64,7 +65,12 @@ def guard(
 
 
 def create_admin_api(
-    *, holder: SnapshotHolder, authenticator: Authenticator, public_url: str, audit: AuditRoutes
+    *,
+    holder: SnapshotHolder,
+    authenticator: Authenticator,
+    public_url: str,
+    audit: AuditRoutes,
+    access: AccessRoutes,
 ) -> FastAPI:
     api = FastAPI(
         title="Bastion admin API",
@@ -90,4 +96,5 @@ def create_admin_api(
         return _render(BastionError("internal error"))
 
     audit.register(api, guard(holder, authenticator, public_url, "audit_read"))
+    access.register(api, lambda action: guard(holder, authenticator, public_url, action))
     return api

@@ -40,12 +40,12 @@ def wait_for_enforcement(store: Store, epoch: int, timeout: float = 3.0) -> tupl
         time.sleep(0.05)
 
 
-def _add_row(table: Table, *cells: str) -> None:
+def add_row(table: Table, *cells: str) -> None:
     """Cells are plain text: a lock reason such as ``[/x]`` is shown, never read as markup."""
     table.add_row(*(Text(cell) for cell in cells))
 
 
-def _id_column(header: str) -> Column:
+def id_column(header: str) -> Column:
     """Identifiers users copy into other commands are never cut short to fit the terminal."""
     return Column(header, no_wrap=True)
 
@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
         c: Context = ctx.obj
         table = Table("name", "kind", "org", "source", "disabled", "created")
         for row in PrincipalService(c.store, c.audit).all():
-            _add_row(
+            add_row(
                 table,
                 row.name,
                 row.kind,
@@ -126,9 +126,9 @@ def register(app: typer.Typer) -> None:
     def key_list(ctx: typer.Context, principal: str) -> None:
         """List a principal's device keys."""
         c: Context = ctx.obj
-        table = Table(_id_column("thumbprint (jkt)"), "alg", "enrolled", "revoked")
+        table = Table(id_column("thumbprint (jkt)"), "alg", "enrolled", "revoked")
         for row in PrincipalService(c.store, c.audit).keys(principal):
-            _add_row(table, row.jkt, row.alg, when(row.created_at), when(row.revoked_at))
+            add_row(table, row.jkt, row.alg, when(row.created_at), when(row.revoked_at))
         out.print(table)
 
     @key_app.command("revoke")
@@ -183,9 +183,9 @@ def register(app: typer.Typer) -> None:
     def locks(ctx: typer.Context) -> None:
         """List active locks."""
         c: Context = ctx.obj
-        table = Table(_id_column("id"), "type", "target", "reason", "author", "since", "expires")
+        table = Table(id_column("id"), "type", "target", "reason", "author", "since", "expires")
         for row in LockService(c.store, c.audit).active():
-            _add_row(
+            add_row(
                 table,
                 row.id,
                 row.target_type,

@@ -19,7 +19,7 @@ from rich.markup import escape
 
 from bastion.errors import BastionError, ConfigError
 
-from . import admin, audit, client_cmds, events, server
+from . import access, admin, audit, client_cmds, events, server
 from .context import Context
 
 app = typer.Typer(
@@ -52,6 +52,7 @@ admin.register(app)
 client_cmds.register(app)
 events.register(app)
 audit.register(app)
+access.register(app)
 
 
 def main() -> None:

@@ -353,6 +353,14 @@ class Quotas(_Frozen):
     org: Limits = Field(default_factory=Limits)
 
 
+class Access(_Frozen):
+    """Just-in-time access: who approves requests for a compartment, how many, for how long."""
+
+    approvals: Annotated[StrictInt, Field(ge=0, le=5)] = 1
+    approvers: tuple[Name, ...] = ()
+    max_duration_hours: Annotated[float, Field(gt=0, le=720)] = 8.0
+
+
 class Compartment(_Frozen):
     """A set of models sharing a level and its controls."""
 
@@ -363,6 +371,7 @@ class Compartment(_Frozen):
     audit: AuditMode = AuditMode.REQUIRED
     grants: Grants = Field(default_factory=Grants)
     quotas: Quotas = Field(default_factory=Quotas)
+    access: Access | None = None  # None: no just-in-time requests for this compartment
 
     @model_validator(mode="before")
     @classmethod
@@ -456,6 +465,7 @@ class BastionConfig(_Frozen):
             *self._principal_problems(),
             *self._grant_problems(),
             *self._sponsor_problems(),
+            *self._access_problems(),
         ]
         if not self.orgs:
             problems.append((("orgs",), "declare at least one org: every principal belongs to one"))
@@ -479,6 +489,31 @@ class BastionConfig(_Frozen):
             if model.compartment not in self.compartments:
                 message = _unknown("compartment", model.compartment, self.compartments)
                 yield ("models", index, "compartment"), message
+
+    def _access_problems(self) -> Iterator[tuple[KeyPath, str]]:
+        for name, compartment in self.compartments.items():
+            access = compartment.access
+            if access is None:
+                continue
+            path: KeyPath = ("compartments", name, "access")
+            if compartment.level is Level.CRITICAL and access.approvals < 2:
+                yield (*path, "approvals"), "a critical compartment needs at least 2 approvals"
+            if len(access.approvers) < access.approvals:
+                yield (
+                    (*path, "approvers"),
+                    (f"{access.approvals} approvals need at least as many approvers"),
+                )
+            for index, approver in enumerate(access.approvers):
+                declared = self.principals.get(approver)
+                org = self.orgs.get(declared.org) if declared is not None else None
+                if org is None or org.kind is not OrgKind.INTERNAL:
+                    yield (
+                        (*path, "approvers", index),
+                        (
+                            f"approver {describe(approver)} must be a principal of an internal org "
+                            "declared in this file"
+                        ),
+                    )
 
     def _sponsor_problems(self) -> Iterator[tuple[KeyPath, str]]:
         for name, org in self.orgs.items():

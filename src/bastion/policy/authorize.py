@@ -45,6 +45,7 @@ class RequestFacts:
     within_hours: bool = True
     seat_ok: bool = True
     sponsor_active: bool = True
+    jit_granted: bool = False
 
     def context(self) -> dict[str, object]:
         return {
@@ -56,6 +57,7 @@ class RequestFacts:
             "within_hours": self.within_hours,
             "seat_ok": self.seat_ok,
             "sponsor_active": self.sponsor_active,
+            "jit_granted": self.jit_granted,
         }
 
 
@@ -140,7 +142,7 @@ def _evaluate(snapshot: Snapshot, caller: Caller, model: str, facts: RequestFact
     return _to_decision(snapshot, result)
 
 
-ADMIN_ACTIONS = frozenset({"audit_read"})
+ADMIN_ACTIONS = frozenset({"audit_read", "access_request", "access_decide", "access_admin"})
 
 
 def authorize_admin(snapshot: Snapshot, caller: Caller, action: str) -> Decision:

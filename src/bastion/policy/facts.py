@@ -3,7 +3,8 @@ source address and the clock (no I/O), then handed to Cedar as the context.
 
 For a vendor principal: inside the contract window, inside working hours, from an allowed
 network, holding a seat, with an active sponsor. For everyone: from a network the compartment
-allows. A vendor org without a contract window or sponsor fails closed (the facts are false).
+allows. A vendor org without a contract window or sponsor fails closed (the facts are false). For
+everyone: whether a time-bound grant covers the compartment at this second.
 """
 
 from __future__ import annotations
@@ -26,9 +27,18 @@ def request_facts(
     config = snapshot.config
     networks = config.compartments[compartment].allowed_networks if compartment else ()
     allowed = network_allows(networks, source_ip)
+    granted = (
+        compartment is not None and snapshot.grants.get((caller.principal, compartment), 0.0) > now
+    )
     org = config.orgs.get(caller.org)
     if org is None or org.kind is not OrgKind.VENDOR:
-        return RequestFacts(token_bound=True, source_ip=source_ip, api=api, network_allowed=allowed)
+        return RequestFacts(
+            token_bound=True,
+            source_ip=source_ip,
+            api=api,
+            network_allowed=allowed,
+            jit_granted=granted,
+        )
     sponsor = snapshot.principals.get(org.sponsor) if org.sponsor else None
     return RequestFacts(
         token_bound=True,
@@ -41,4 +51,5 @@ def request_facts(
         sponsor_active=sponsor is not None
         and not sponsor.disabled
         and snapshot.lock_on([("principal", sponsor.name)], now) is None,
+        jit_granted=granted,
     )

@@ -18,6 +18,7 @@ import cedarpy
 
 from bastion.config.models import AuditMode, BastionConfig, Quotas, TokenBinding
 from bastion.errors import ConfigError
+from bastion.store.access import GrantRow
 from bastion.store.keys import DeviceKeyRow
 from bastion.store.locks import LockRow
 from bastion.store.principals import PrincipalRow
@@ -95,6 +96,8 @@ class Snapshot:
     cedar: CedarHandles = field(repr=False)
     # Principals beyond their vendor org's seat limit (the latest-created ones are over).
     over_seats: frozenset[str] = frozenset()
+    # Time-bound grants: (principal, compartment) -> latest expiry; checked to the second.
+    grants: Mapping[tuple[str, str], float] = field(default_factory=dict)
     # Memo of Cedar decisions for this snapshot (decisions are pure functions of the snapshot
     # and the request facts); bounded, and gone with the snapshot on the next swap.
     decisions: dict[Hashable, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -272,6 +275,15 @@ def _over_seats(
     return frozenset(over)
 
 
+def _grant_index(rows: Sequence[GrantRow]) -> dict[tuple[str, str], float]:
+    index: dict[tuple[str, str], float] = {}
+    for row in rows:
+        key = (row.principal, row.compartment)
+        if row.revoked_at is None and row.expires_at > index.get(key, 0.0):
+            index[key] = row.expires_at
+    return index
+
+
 def _lock_index(rows: Sequence[LockRow]) -> dict[tuple[str, str], LockFacts]:
     """One entry per target: the lock that lasts longest (no expiry beats any expiry)."""
     index: dict[tuple[str, str], LockFacts] = {}
@@ -294,6 +306,7 @@ def build_snapshot(
     device_keys: Sequence[DeviceKeyRow],
     locks: Sequence[LockRow],
     env: Mapping[str, str],
+    grants: Sequence[GrantRow] = (),
     policy_text: tuple[str, str] | None = None,
 ) -> Snapshot:
     """Build a snapshot from the config and rows read from the store (pure; raises on error)."""
@@ -312,4 +325,5 @@ def build_snapshot(
         locks=_lock_index(locks),
         cedar=build_cedar(schema_text, policies, _entities(config, facts)),
         over_seats=_over_seats(config, facts, principals),
+        grants=_grant_index(grants),
     )

@@ -129,3 +129,41 @@ processes = sa.Table(
     sa.Column("heartbeat_at", sa.Float, nullable=False),
     sa.Column("epoch", sa.BigInteger, nullable=False),
 )
+
+# Just-in-time access: requests, their approvals, and the time-bound grants they produce.
+access_requests = sa.Table(
+    "access_requests",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("principal", sa.String(64), nullable=False, index=True),
+    sa.Column("compartment", sa.String(64), nullable=False),
+    sa.Column("reason", sa.String(500), nullable=False),
+    sa.Column("duration", sa.Float, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # pending|approved|denied
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),  # a pending request lapses then
+    sa.Column("decided_at", sa.Float, nullable=True),
+)
+
+approvals = sa.Table(
+    "approvals",
+    metadata,
+    sa.Column("request", sa.String(32), primary_key=True),
+    sa.Column("approver", sa.String(64), primary_key=True),
+    sa.Column("decision", sa.String(8), nullable=False),  # approve|deny
+    sa.Column("reason", sa.String(500), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+)
+
+grants = sa.Table(
+    "grants",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("principal", sa.String(64), nullable=False, index=True),
+    sa.Column("compartment", sa.String(64), nullable=False),
+    sa.Column("request", sa.String(32), nullable=True),
+    sa.Column("granted_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+    sa.Column("revoked_by", sa.String(128), nullable=True),
+)

@@ -85,3 +85,42 @@ def test_working_hours_and_networks() -> None:
     assert network_allows(("192.0.2.0/24",), "::ffff:192.0.2.9")
     assert not network_allows(("192.0.2.0/24",), "198.51.100.1")
     assert not network_allows(("192.0.2.0/24",), "not-an-address")
+
+
+ACCESS = (
+    BASE
+    + """\
+compartments:
+  frontier:
+    level: critical
+    access: {approvals: 2, approvers: [alice, bea]}
+"""
+)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("approvals: 2", "approvals: 1", "a critical compartment needs at least 2 approvals"),
+        ("approvers: [alice, bea]", "approvers: [alice]", "2 approvals need at least as many"),
+        (
+            "approvers: [alice, bea]",
+            "approvers: [alice, vic]",
+            "approver 'vic' must be a principal",
+        ),
+        ("approvers: [alice, bea]", "approvers: [alice, ghost]", "approver 'ghost' must be"),
+    ],
+)
+def test_access_rule_mistakes_are_named(old: str, new: str, expected: str) -> None:
+    text = ACCESS.replace(
+        "  vic: {kind: user, org: acme}\n",
+        "  vic: {kind: user, org: acme}\n  bea: {kind: user, org: lab}\n",
+    ).replace(old, new, 1)
+    assert parse_config(
+        ACCESS.replace(
+            "  vic: {kind: user, org: acme}\n",
+            "  vic: {kind: user, org: acme}\n  bea: {kind: user, org: lab}\n",
+        )
+    )
+    found = problems(text)
+    assert any(expected in problem for problem in found), found

@@ -1,0 +1,1 @@
+"""Just-in-time access: requests, approvals (two-person rule), time-bound grants."""
