@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 import httpx2
@@ -31,10 +32,10 @@ from bastion.audit.checkpointer import Checkpointer
 from bastion.audit.commitment import Committer
 from bastion.audit.log import AuditLog
 from bastion.audit.recorder import AuditRecorder
-from bastion.config import load_config
+from bastion.config import BastionConfig, load_config
 from bastion.gateway.asgi import Gateway, GatewayLimits
 from bastion.gateway.auth import Authenticator
-from bastion.gateway.net import parse_networks, source_ip
+from bastion.gateway.net import Network, parse_networks, source_ip
 from bastion.gateway.proxy import UpstreamProxy
 from bastion.gateway.quotas import QuotaBuckets
 from bastion.gateway.streams import StreamRegistry
@@ -70,6 +71,7 @@ class Services:
     audit: AuditLog
     locks: LockService
     access: AccessService
+    dpop: DPoPVerifier
 
 
 class BastionApp:
@@ -88,14 +90,23 @@ class BastionApp:
             await self.control(scope, receive, send)
 
 
-def create_app(
+@dataclass(frozen=True, slots=True)
+class _Parts:
+    """Built once in ``create_app``; what the gateway, the control app and the lifespan use."""
+
+    services: Services
+    issuer_url: str
+    authenticator: Authenticator
+    proxy: UpstreamProxy
+    checkpointer: Checkpointer
+    proxies: tuple[Network, ...]
+
+
+def _build(
     settings: Settings,
-    *,
-    upstream_transport: httpx2.AsyncBaseTransport | None = None,
-    env: Mapping[str, str] | None = None,
-) -> BastionApp:
-    """Build every service once and wire them; ``env`` (default: the process environment) is
-    where upstream API keys are read from."""
+    upstream_transport: httpx2.AsyncBaseTransport | None,
+    env: Mapping[str, str] | None,
+) -> tuple[_Parts, BastionConfig]:
     issuer_url = settings.public_url or "http://127.0.0.1:8080"
     config = load_config(settings.config_file)
     store = Store(settings.resolved_database_url)
@@ -115,14 +126,10 @@ def create_app(
         keys.origin,
     )
     recorder = AuditRecorder(store, audit, linger=settings.audit_linger)
-    checkpointer = Checkpointer(store, audit, interval=settings.checkpoint_interval)
     codec = AccessTokenCodec(issuer, issuer=issuer_url, audience=issuer_url)
     dpop = DPoPVerifier(
         MemoryReplayCache(), max_age=settings.dpop_max_age, clock_skew=settings.dpop_clock_skew
     )
-    principals = PrincipalService(store, audit)
-    locks = LockService(store, audit)
-    access = AccessService(store, audit)
     tokens = TokenService(
         store=store,
         holder=holder,
@@ -136,71 +143,44 @@ def create_app(
         refresh_ttl=settings.refresh_token_ttl,
         on_change=sync.reload,
     )
-    proxies = parse_networks(settings.trusted_proxies)
-    authenticator = Authenticator(codec, dpop)
-    proxy = UpstreamProxy(upstream_transport)
-    gateway = Gateway(
+    services = Services(
+        settings=settings,
+        store=store,
         holder=holder,
-        authenticator=authenticator,
-        proxy=proxy,
+        sync=sync,
         recorder=recorder,
         streams=streams,
-        quotas=QuotaBuckets(),
-        limits=GatewayLimits(
-            max_body_bytes=config.gateway.max_body_bytes,
-            max_header_bytes=config.gateway.max_header_bytes,
-        ),
-        public_url=issuer_url,
-        trusted_proxies=proxies,
-    )
-
-    def request_source(request: Request) -> str:
-        peer = request.client.host if request.client else ""
-        hops = ", ".join(request.headers.getlist("x-forwarded-for")) or None
-        return source_ip(peer, hops, proxies)
-
-    identity = IdentityEndpoints(
+        principals=PrincipalService(store, audit),
         tokens=tokens,
-        principals=principals,
-        dpop=dpop,
         issuer=issuer,
-        issuer_url=lambda _request: issuer_url,
-        on_change=sync.reload,
-        source_ip=request_source,
+        audit=audit,
+        locks=LockService(store, audit),
+        access=AccessService(store, audit),
+        dpop=dpop,
     )
-    services = Services(
-        settings,
-        store,
-        holder,
-        sync,
-        recorder,
-        streams,
-        principals,
-        tokens,
-        issuer,
-        audit,
-        locks,
-        access,
+    parts = _Parts(
+        services=services,
+        issuer_url=issuer_url,
+        authenticator=Authenticator(codec, dpop),
+        proxy=UpstreamProxy(upstream_transport),
+        checkpointer=Checkpointer(store, audit, interval=settings.checkpoint_interval),
+        proxies=parse_networks(settings.trusted_proxies),
     )
+    return parts, config
 
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
 
-    async def readyz(request: Request) -> Response:
-        snapshot = holder.current
-        if snapshot is None:
-            return JSONResponse({"status": "no snapshot", "error": holder.last_error}, 503)
-        return JSONResponse(
-            {"status": "ready", "epoch": snapshot.epoch, "last_error": holder.last_error}
-        )
+def _lifespan(parts: _Parts) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """First snapshot, then the poller, the audit writer and the checkpointer; on shutdown the
+    audit queue is flushed and a last checkpoint signed before the store closes."""
+    services = parts.services
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        await sync.reload()
+        await services.sync.reload()
         tasks = [
-            asyncio.create_task(sync.run()),
-            asyncio.create_task(recorder.run()),
-            asyncio.create_task(checkpointer.run()),
+            asyncio.create_task(services.sync.run()),
+            asyncio.create_task(services.recorder.run()),
+            asyncio.create_task(parts.checkpointer.run()),
         ]
         try:
             yield
@@ -210,19 +190,52 @@ def create_app(
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await recorder.flush()
-            await checkpointer.once()
-            await proxy.aclose()
-            sync.deregister()
-            store.close()
+            await services.recorder.flush()
+            await parts.checkpointer.once()
+            await parts.proxy.aclose()
+            services.sync.deregister()
+            services.store.close()
 
-    admin_api = create_admin_api(
-        holder=holder,
-        authenticator=authenticator,
-        public_url=issuer_url,
-        audit=AuditRoutes(store, audit),
-        access=AccessRoutes(access, holder, sync.reload),
+    return lifespan
+
+
+def _control(parts: _Parts) -> Starlette:
+    """Everything but the hot path: token and enrollment endpoints, the admin API, health."""
+    services, proxies = parts.services, parts.proxies
+
+    def request_source(request: Request) -> str:
+        peer = request.client.host if request.client else ""
+        hops = ", ".join(request.headers.getlist("x-forwarded-for")) or None
+        return source_ip(peer, hops, proxies)
+
+    identity = IdentityEndpoints(
+        tokens=services.tokens,
+        principals=services.principals,
+        dpop=services.dpop,
+        issuer=services.issuer,
+        issuer_url=lambda _request: parts.issuer_url,
+        on_change=services.sync.reload,
+        source_ip=request_source,
     )
+    admin_api = create_admin_api(
+        holder=services.holder,
+        authenticator=parts.authenticator,
+        public_url=parts.issuer_url,
+        audit=AuditRoutes(services.store, services.audit),
+        access=AccessRoutes(services.access, services.holder, services.sync.reload),
+    )
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        snapshot = services.holder.current
+        if snapshot is None:
+            return JSONResponse({"status": "no snapshot", "error": services.holder.last_error}, 503)
+        return JSONResponse(
+            {"status": "ready", "epoch": snapshot.epoch, "last_error": services.holder.last_error}
+        )
+
     control = Starlette(
         routes=[
             *identity.routes(),
@@ -230,7 +243,34 @@ def create_app(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
         ],
-        lifespan=lifespan,
+        lifespan=_lifespan(parts),
     )
     control.state.services = services
-    return BastionApp(gateway, control, services)
+    return control
+
+
+def create_app(
+    settings: Settings,
+    *,
+    upstream_transport: httpx2.AsyncBaseTransport | None = None,
+    env: Mapping[str, str] | None = None,
+) -> BastionApp:
+    """Build every service once and wire them; ``env`` (default: the process environment) is
+    where upstream API keys are read from."""
+    parts, config = _build(settings, upstream_transport, env)
+    services = parts.services
+    gateway = Gateway(
+        holder=services.holder,
+        authenticator=parts.authenticator,
+        proxy=parts.proxy,
+        recorder=services.recorder,
+        streams=services.streams,
+        quotas=QuotaBuckets(),
+        limits=GatewayLimits(
+            max_body_bytes=config.gateway.max_body_bytes,
+            max_header_bytes=config.gateway.max_header_bytes,
+        ),
+        public_url=parts.issuer_url,
+        trusted_proxies=parts.proxies,
+    )
+    return BastionApp(gateway, _control(parts), services)
