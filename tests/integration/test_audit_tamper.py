@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -200,14 +201,17 @@ def test_replaced_checkpoint_is_caught(log: tuple[Store, AuditLog]) -> None:
     assert any("checkpoint 20: signature does not verify" in p for p in result.problems)
 
 
-def test_cli_verify_exit_codes(tmp_path: Path) -> None:
-    """`bastion audit verify` says OK on an untouched log and exits 1 naming the bad index."""
+def test_cli_verify_exit_codes(tmp_path: Path, database_url: str) -> None:
+    """`bastion audit verify` says OK on an untouched log and exits 1 naming the bad index, on
+    SQLite and on PostgreSQL (``BASTION_DATABASE_URL``)."""
     (tmp_path / "bastion.yaml").write_text(CONFIG, encoding="utf-8")
+    env = {**os.environ, "BASTION_DATABASE_URL": database_url}
 
     def bastion(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "bastion", *args],
             cwd=tmp_path,
+            env=env,
             capture_output=True,
             text=True,
             timeout=60,
@@ -221,7 +225,7 @@ def test_cli_verify_exit_codes(tmp_path: Path) -> None:
     ok = bastion("audit", "verify")
     assert ok.returncode == 0
     assert "audit log OK" in ok.stdout
-    store = Store(f"sqlite:///{tmp_path / '.bastion' / 'bastion.db'}")
+    store = Store(database_url)
     with store.begin() as conn:
         conn.execute(
             audit_events.update()
