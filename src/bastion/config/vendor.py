@@ -10,6 +10,7 @@ import ipaddress
 import re
 from datetime import datetime, time
 from enum import StrEnum
+from functools import lru_cache
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -109,4 +110,12 @@ def network_allows(networks: tuple[str, ...], address: str) -> bool:
         return False
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    return any(ip in ipaddress.ip_network(net) for net in networks)
+    return any(ip in net for net in _parsed(networks))
+
+
+@lru_cache(maxsize=1024)
+def _parsed(
+    networks: tuple[str, ...],
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Parse an allow-list once, not on every request (the lists come from the config)."""
+    return tuple(ipaddress.ip_network(net) for net in networks)
