@@ -124,3 +124,18 @@ def test_access_rule_mistakes_are_named(old: str, new: str, expected: str) -> No
     )
     found = problems(text)
     assert any(expected in problem for problem in found), found
+
+
+@pytest.mark.parametrize(
+    ("quotas", "expected"),
+    [
+        ("{principal: {requests_per_minute: 0}}", "quotas.principal.requests_per_minute"),
+        ("{org: {tokens_per_hour: -5}}", "quotas.org.tokens_per_hour"),
+        ("{principal: {requests_per_minute: '10'}}", "quotas.principal.requests_per_minute"),
+        ("{team: {requests_per_minute: 10}}", "quotas.team: unknown key"),
+    ],
+)
+def test_quota_mistakes_are_named(quotas: str, expected: str) -> None:
+    text = BASE + f"compartments:\n  general:\n    level: internal\n    quotas: {quotas}\n"
+    found = problems(text)
+    assert any(expected in problem for problem in found), found
