@@ -17,6 +17,7 @@ class PrincipalRow:
     source: str
     disabled: bool
     created_at: float
+    last_active_at: float | None = None
 
 
 def get(conn: sa.Connection, name: str) -> PrincipalRow | None:
@@ -48,3 +49,8 @@ def update(conn: sa.Connection, name: str, *, kind: str, org: str, disabled: boo
         .where(principals.c.name == name)
         .values(kind=kind, org=org, disabled=disabled)
     )
+
+
+def touch(conn: sa.Connection, name: str, now: float) -> None:
+    """Record activity (a token issued or refreshed): dormancy counts from the last one."""
+    conn.execute(principals.update().where(principals.c.name == name).values(last_active_at=now))

@@ -20,6 +20,8 @@ principals = sa.Table(
     sa.Column("source", sa.String(16), nullable=False),  # config | cli | api
     sa.Column("disabled", sa.Boolean, nullable=False, default=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    # Last token issued or refreshed: a principal idle past the dormancy limit is disabled.
+    sa.Column("last_active_at", sa.Float, nullable=True),
 )
 
 device_keys = sa.Table(
@@ -166,4 +168,39 @@ grants = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False),
     sa.Column("revoked_at", sa.Float, nullable=True),
     sa.Column("revoked_by", sa.String(128), nullable=True),
+)
+
+# MFA: one TOTP factor per principal. ``secret`` is encrypted with the state directory's MFA key
+# (never stored in the clear); ``last_step`` is the last accepted TOTP time step (no code reuse).
+mfa_factors = sa.Table(
+    "mfa_factors",
+    metadata,
+    sa.Column("principal", sa.String(64), primary_key=True),
+    sa.Column("secret", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("confirmed_at", sa.Float, nullable=True),
+    sa.Column("last_step", sa.BigInteger, nullable=True),
+)
+
+# Access reviews: a vendor org's sponsor recertifies (keep) or removes each vendor principal.
+reviews = sa.Table(
+    "reviews",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("org", sa.String(64), nullable=False, index=True),
+    sa.Column("opened_at", sa.Float, nullable=False),
+    sa.Column("due_at", sa.Float, nullable=False),
+    sa.Column("completed_at", sa.Float, nullable=True),
+    sa.Column("completed_by", sa.String(64), nullable=True),
+)
+
+review_decisions = sa.Table(
+    "review_decisions",
+    metadata,
+    sa.Column("review", sa.String(32), primary_key=True),
+    sa.Column("principal", sa.String(64), primary_key=True),
+    sa.Column("decision", sa.String(8), nullable=False),  # keep|remove
+    sa.Column("reason", sa.String(500), nullable=False),
+    sa.Column("decided_by", sa.String(64), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
 )
