@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from .federation import Federation
 from .vendor import Cidr, Contract, WorkingHours
 
 CONFIG_VERSION = 1
@@ -444,6 +445,7 @@ class BastionConfig(_Frozen):
     principals: Mapping[Name, Principal] = Field(default_factory=dict)
     gateway: GatewayOptions = Field(default_factory=GatewayOptions)
     audit: AuditOptions = Field(default_factory=AuditOptions)
+    federation: Federation = Field(default_factory=Federation)
 
     @cached_property
     def _models_by_name(self) -> Mapping[str, Model]:
@@ -466,6 +468,7 @@ class BastionConfig(_Frozen):
             *self._grant_problems(),
             *self._sponsor_problems(),
             *self._access_problems(),
+            *self._federation_problems(),
         ]
         if not self.orgs:
             problems.append((("orgs",), "declare at least one org: every principal belongs to one"))
@@ -514,6 +517,20 @@ class BastionConfig(_Frozen):
                             "declared in this file"
                         ),
                     )
+
+    def _federation_problems(self) -> Iterator[tuple[KeyPath, str]]:
+        seen: dict[str, str] = {}
+        for name, issuer in self.federation.issuers.items():
+            path: KeyPath = ("federation", "issuers", name)
+            if issuer.issuer in seen:
+                yield (
+                    (*path, "issuer"),
+                    f"issuer URL already used by {describe(seen[issuer.issuer])}",
+                )
+            seen.setdefault(issuer.issuer, name)
+            for index, org in enumerate(issuer.orgs):
+                if org not in self.orgs:
+                    yield (*path, "orgs", index), _unknown("org", org, self.orgs)
 
     def _sponsor_problems(self) -> Iterator[tuple[KeyPath, str]]:
         for name, org in self.orgs.items():

@@ -41,6 +41,36 @@ class AccessClaims:
     exp: int
     iss: str
     aud: str
+    # Delegation (RFC 8693 ``act``): the acting principals, innermost (the one holding the device
+    # key and making the calls) first; empty when the subject acts for itself.
+    act: tuple[str, ...] = ()
+    # Authentication context: when MFA last happened (``auth_time``), ``amr`` and ``acr``.
+    auth_time: int | None = None
+    amr: tuple[str, ...] = ()
+    acr: str | None = None
+
+
+MAX_ACT_DEPTH = 4
+
+
+def _act_claim(actors: tuple[str, ...]) -> dict[str, Any] | None:
+    """``("victor",)`` -> ``{"sub": "victor"}``; earlier actors nest as ``act`` (RFC 8693 §4.1)."""
+    claim: dict[str, Any] | None = None
+    for actor in reversed(actors):
+        claim = {"sub": actor} if claim is None else {"sub": actor, "act": claim}
+    return claim
+
+
+def _actors(payload: dict[str, Any]) -> tuple[str, ...]:
+    actors: list[str] = []
+    act = payload.get("act")
+    while act is not None:
+        sub = act.get("sub") if isinstance(act, dict) else None
+        if not isinstance(sub, str) or not sub or len(actors) >= MAX_ACT_DEPTH:
+            raise InvalidToken("access token act claim is malformed")
+        actors.append(sub)
+        act = act.get("act")
+    return tuple(actors)
 
 
 class AccessTokenCodec:
@@ -72,6 +102,10 @@ class AccessTokenCodec:
         family: str,
         ttl: int,
         now: float,
+        act: tuple[str, ...] = (),
+        auth_time: int | None = None,
+        amr: tuple[str, ...] = (),
+        acr: str | None = None,
     ) -> tuple[str, AccessClaims]:
         """A signed token and its claims. ``ttl`` above 15 minutes is refused (threat T1)."""
         if not 0 < ttl <= MAX_TTL:
@@ -88,8 +122,12 @@ class AccessTokenCodec:
             exp=iat + ttl,
             iss=self._issuer,
             aud=self._audience,
+            act=act,
+            auth_time=auth_time,
+            amr=amr,
+            acr=acr,
         )
-        payload = {
+        payload: dict[str, Any] = {
             "iss": claims.iss,
             "sub": claims.sub,
             "aud": claims.aud,
@@ -101,6 +139,14 @@ class AccessTokenCodec:
             "org": claims.org,
             "fam": claims.family,
         }
+        if act:
+            payload["act"] = _act_claim(act)
+        if auth_time is not None:
+            payload["auth_time"] = auth_time
+        if amr:
+            payload["amr"] = list(amr)
+        if acr is not None:
+            payload["acr"] = acr
         return self._issuer_key.sign_jwt({"typ": "at+jwt"}, payload), claims
 
     def verify(self, token: str, now: float) -> AccessClaims:
@@ -157,6 +203,17 @@ class AccessTokenCodec:
         jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
         if not isinstance(jkt, str) or not jkt:
             raise InvalidToken("access token has no cnf.jkt: only DPoP-bound tokens are accepted")
+        auth_time = payload.get("auth_time")
+        if auth_time is not None and (
+            not isinstance(auth_time, int) or isinstance(auth_time, bool)
+        ):
+            raise InvalidToken("access token auth_time is not an integer")
+        amr = payload.get("amr", [])
+        if not isinstance(amr, list) or not all(isinstance(value, str) for value in amr):
+            raise InvalidToken("access token amr is not a list of strings")
+        acr = payload.get("acr")
+        if acr is not None and not isinstance(acr, str):
+            raise InvalidToken("access token acr is not a string")
         return AccessClaims(
             sub=payload["sub"],
             client_id=payload["client_id"],
@@ -168,4 +225,8 @@ class AccessTokenCodec:
             exp=payload["exp"],
             iss=self._issuer,
             aud=self._audience,
+            act=_actors(payload),
+            auth_time=auth_time,
+            amr=tuple(amr),
+            acr=acr,
         )

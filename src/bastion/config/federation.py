@@ -1,0 +1,120 @@
+"""Federation: the external OpenID Connect issuers whose id tokens Bastion exchanges for its own
+tokens (RFC 8693), and how their users map to Bastion principals.
+
+An issuer vouches only for principals of the orgs it lists: a vendor's identity provider can
+never assert the lab's own staff. Its signing keys come from its JWKS, fetched over HTTPS (plain
+HTTP only on loopback, for tests and local identity providers) or read from a file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
+
+_CLAIM = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,63}")
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_MAX_URL = 2000
+ALGORITHMS = ("RS256", "PS256", "ES256", "EdDSA")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _url(value: str) -> str:
+    """An https URL (http only on loopback) with a host and no credentials, query or fragment."""
+    if len(value) > _MAX_URL or not value.isprintable() or any(c.isspace() for c in value):
+        raise ValueError(f"must be a URL without spaces, at most {_MAX_URL} characters")
+    try:
+        parts = urlsplit(value)
+        _ = parts.port
+    except ValueError:
+        raise ValueError(f"is not a valid URL (got {value[:80]!r})") from None
+    if "@" in parts.netloc:
+        raise ValueError("must not contain credentials")
+    if not parts.hostname:
+        raise ValueError(f"must name a host (got {value[:80]!r})")
+    if parts.query or parts.fragment:
+        raise ValueError("must not have a query or fragment")
+    if parts.scheme == "http" and _loopback(parts.hostname):
+        return value
+    if parts.scheme != "https":
+        raise ValueError(
+            f"must start with https:// (http:// only on loopback) (got {value[:80]!r})"
+        )
+    return value
+
+
+def _claim(value: str) -> str:
+    if not _CLAIM.fullmatch(value):
+        raise ValueError(f"is not a claim name (got {value[:60]!r})")
+    return value
+
+
+def _algorithm(value: str) -> str:
+    if value not in ALGORITHMS:
+        raise ValueError(f"must be one of {', '.join(ALGORITHMS)} (got {value[:20]!r})")
+    return value
+
+
+def _org(value: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise ValueError(f"is not an org name (got {value[:60]!r})")
+    return value
+
+
+Url = Annotated[StrictStr, AfterValidator(_url)]
+Claim = Annotated[StrictStr, AfterValidator(_claim)]
+
+
+class ExternalIssuer(BaseModel):
+    """One OpenID Connect provider whose id tokens ``/oauth/token`` accepts in exchange."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    issuer: Url  # the id token's ``iss``, exactly
+    audience: Annotated[StrictStr, Field(min_length=1, max_length=200)]  # the ``aud`` it must hold
+    jwks_uri: Url | None = None
+    jwks_file: Annotated[StrictStr, Field(min_length=1, max_length=1000)] | None = None
+    orgs: tuple[Annotated[StrictStr, AfterValidator(_org)], ...]  # who it may vouch for
+    principal_claim: Claim = "sub"  # the claim whose value is the Bastion principal's name
+    # ``amr`` values that mean the user passed multi-factor authentication at the provider.
+    mfa_amr: tuple[Claim, ...] = ("mfa", "otp", "hwk", "swk")
+    algorithms: tuple[Annotated[StrictStr, AfterValidator(_algorithm)], ...] = ("RS256", "ES256")
+    max_token_age_seconds: Annotated[StrictInt, Field(ge=30, le=86_400)] = 600
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> ExternalIssuer:
+        if (self.jwks_uri is None) == (self.jwks_file is None):
+            raise ValueError("give exactly one of jwks_uri and jwks_file")
+        if not self.orgs:
+            raise ValueError("orgs: list the orgs whose principals this issuer may vouch for")
+        if not self.algorithms:
+            raise ValueError("algorithms: list at least one signing algorithm")
+        return self
+
+
+class Federation(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    issuers: Mapping[Annotated[StrictStr, AfterValidator(_org)], ExternalIssuer] = Field(
+        default_factory=dict
+    )
