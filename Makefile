@@ -39,6 +39,7 @@ services:
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.decisions
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
