@@ -23,10 +23,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
+from bastion.access.dormancy import DormancyService
+from bastion.access.reviews import ReviewService
 from bastion.access.service import AccessService
+from bastion.access.sweep import LifecycleSweeper
 from bastion.api.access import AccessRoutes
 from bastion.api.app import create_admin_api
 from bastion.api.audit import AuditRoutes
+from bastion.api.directory import DirectoryRoutes
+from bastion.api.locks import LockRoutes
+from bastion.api.principals import PrincipalRoutes
+from bastion.api.reviews import ReviewRoutes
 from bastion.audit import keys as audit_keys
 from bastion.audit.checkpointer import Checkpointer
 from bastion.audit.commitment import Committer
@@ -42,7 +49,10 @@ from bastion.gateway.streams import StreamRegistry
 from bastion.identity.access_tokens import AccessTokenCodec
 from bastion.identity.dpop import DPoPVerifier
 from bastion.identity.endpoints import IdentityEndpoints
+from bastion.identity.federation import FederationVerifier, JWKSCache
 from bastion.identity.keys import IssuerKey
+from bastion.identity.mfa import KEY_FILE as MFA_KEY_FILE
+from bastion.identity.mfa import MfaService
 from bastion.identity.principals import PrincipalService
 from bastion.identity.replay import MemoryReplayCache
 from bastion.identity.service import TokenService
@@ -71,7 +81,11 @@ class Services:
     audit: AuditLog
     locks: LockService
     access: AccessService
+    reviews: ReviewService
+    dormancy: DormancyService
+    sweeper: LifecycleSweeper
     dpop: DPoPVerifier
+    mfa: MfaService
 
 
 class BastionApp:
@@ -106,6 +120,7 @@ def _build(
     settings: Settings,
     upstream_transport: httpx2.AsyncBaseTransport | None,
     env: Mapping[str, str] | None,
+    clock: Callable[[], float] = time.time,
 ) -> tuple[_Parts, BastionConfig]:
     issuer_url = settings.public_url or "http://127.0.0.1:8080"
     config = load_config(settings.config_file)
@@ -130,6 +145,7 @@ def _build(
     dpop = DPoPVerifier(
         MemoryReplayCache(), max_age=settings.dpop_max_age, clock_skew=settings.dpop_clock_skew
     )
+    mfa = MfaService(store, audit, settings.state_dir / MFA_KEY_FILE)
     tokens = TokenService(
         store=store,
         holder=holder,
@@ -142,7 +158,12 @@ def _build(
         access_ttl=settings.access_token_ttl,
         refresh_ttl=settings.refresh_token_ttl,
         on_change=sync.reload,
+        federation=FederationVerifier(JWKSCache()),
+        mfa=mfa,
+        clock=clock,
     )
+    reviews = ReviewService(store, audit, LockService(store, audit, clock), clock)
+    dormancy = DormancyService(store, audit, clock)
     services = Services(
         settings=settings,
         store=store,
@@ -150,13 +171,17 @@ def _build(
         sync=sync,
         recorder=recorder,
         streams=streams,
-        principals=PrincipalService(store, audit),
+        principals=PrincipalService(store, audit, clock),
         tokens=tokens,
         issuer=issuer,
         audit=audit,
-        locks=LockService(store, audit),
-        access=AccessService(store, audit),
+        locks=LockService(store, audit, clock),
+        access=AccessService(store, audit, clock),
+        reviews=reviews,
+        dormancy=dormancy,
+        sweeper=LifecycleSweeper(reviews, dormancy, holder, sync.reload),
         dpop=dpop,
+        mfa=mfa,
     )
     parts = _Parts(
         services=services,
@@ -181,6 +206,7 @@ def _lifespan(parts: _Parts) -> Callable[[Starlette], AbstractAsyncContextManage
             asyncio.create_task(services.sync.run()),
             asyncio.create_task(services.recorder.run()),
             asyncio.create_task(parts.checkpointer.run()),
+            asyncio.create_task(services.sweeper.run()),
         ]
         try:
             yield
@@ -223,6 +249,16 @@ def _control(parts: _Parts) -> Starlette:
         public_url=parts.issuer_url,
         audit=AuditRoutes(services.store, services.audit),
         access=AccessRoutes(services.access, services.holder, services.sync.reload),
+        directory=DirectoryRoutes(services.access, services.holder),
+        principals=PrincipalRoutes(
+            services.principals,
+            services.locks,
+            services.dormancy,
+            services.holder,
+            services.sync.reload,
+        ),
+        locks=LockRoutes(services.locks, services.holder, services.sync.reload),
+        reviews=ReviewRoutes(services.reviews, services.holder, services.sync.reload),
     )
 
     async def healthz(request: Request) -> Response:
@@ -254,10 +290,12 @@ def create_app(
     *,
     upstream_transport: httpx2.AsyncBaseTransport | None = None,
     env: Mapping[str, str] | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> BastionApp:
     """Build every service once and wire them; ``env`` (default: the process environment) is
-    where upstream API keys are read from."""
-    parts, config = _build(settings, upstream_transport, env)
+    where upstream API keys are read from; ``clock`` is the token service's and the gateway's
+    time (tests move it forward)."""
+    parts, config = _build(settings, upstream_transport, env, clock)
     services = parts.services
     gateway = Gateway(
         holder=services.holder,
@@ -272,5 +310,6 @@ def create_app(
         ),
         public_url=parts.issuer_url,
         trusted_proxies=parts.proxies,
+        clock=clock,
     )
     return BastionApp(gateway, _control(parts), services)

@@ -11,7 +11,8 @@ CLI in ``cli/main.py``); anything that is not a ``BastionError`` is logged and b
     ├── ConfigError (config_invalid)               file, line, key path, what is wrong
     ├── AuthenticationError (401)                  rendered with WWW-Authenticate
     │   ├── InvalidToken (invalid_token)
-    │   └── InvalidDPoPProof (invalid_dpop_proof)
+    │   ├── InvalidDPoPProof (invalid_dpop_proof)
+    │   └── InsufficientUserAuthentication         step-up (RFC 9470): carries max_age
     ├── OAuthError (400)                           RFC 6749 §5.2 shape at /oauth/*
     │   ├── InvalidRequest (invalid_request)
     │   ├── InvalidClient (invalid_client, 401)
@@ -75,6 +76,17 @@ class InvalidToken(AuthenticationError):
 
 class InvalidDPoPProof(AuthenticationError):
     code = "invalid_dpop_proof"
+
+
+class InsufficientUserAuthentication(AuthenticationError):
+    """The caller's MFA is missing or older than the compartment allows (RFC 9470 step-up):
+    authenticate again with MFA; ``max_age`` is the allowed age in seconds."""
+
+    code = "insufficient_user_authentication"
+
+    def __init__(self, message: str, max_age: int) -> None:
+        super().__init__(message)
+        self.max_age = max_age
 
 
 class OAuthError(BastionError):

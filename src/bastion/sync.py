@@ -30,6 +30,7 @@ from bastion.store import access as access_rows
 from bastion.store import keys as key_rows
 from bastion.store import locks as lock_rows
 from bastion.store import principals as principal_rows
+from bastion.store import reviews as review_rows
 from bastion.store.principals import PrincipalRow
 
 log = logging.getLogger("bastion.sync")
@@ -75,6 +76,7 @@ def read_snapshot(store: Store, config: BastionConfig, env: Mapping[str, str]) -
         device_keys = key_rows.active(conn)
         locks = lock_rows.active(conn, now)
         grants = access_rows.active_grants(conn, now)
+        reviews = review_rows.open_reviews(conn)
     return build_snapshot(
         epoch=epoch,
         config=config,
@@ -83,6 +85,7 @@ def read_snapshot(store: Store, config: BastionConfig, env: Mapping[str, str]) -
         locks=locks,
         env=env,
         grants=grants,
+        reviews=reviews,
     )
 
 

@@ -8,7 +8,8 @@ DPoP exactly as ``bastion.client`` does — through ``httpx.ASGITransport``, no 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ class Harness:
     settings: Settings
     transport: httpx.ASGITransport
     profiles: dict[str, Profile] = field(default_factory=dict)
+    clock: Callable[[], float] = time.time  # the app's clock, which the clients share
 
     @property
     def services(self) -> Any:
@@ -52,20 +54,29 @@ class Harness:
     async def reload(self) -> None:
         await self.services.sync.reload()
 
-    def client(self, profile: Profile | None = None, **kwargs: Any) -> httpx.AsyncClient:
-        """An ``httpx`` client on the app; with a profile, it authenticates with DPoP."""
-        auth = DPoPAuth(profile) if profile is not None else None
+    def client(
+        self,
+        profile: Profile | None = None,
+        *,
+        mfa: Callable[[], str] | None = None,
+        **kwargs: Any,
+    ) -> httpx.AsyncClient:
+        """An ``httpx`` client on the app; with a profile, it authenticates with DPoP (and
+        steps up with codes from ``mfa`` when a model asks for a recent MFA login)."""
+        auth = DPoPAuth(profile, clock=self.clock, mfa=mfa) if profile is not None else None
         return httpx.AsyncClient(
             transport=self.transport, base_url=BASE_URL, auth=auth, timeout=30, **kwargs
         )
 
-    def sdk_client(self, profile: Profile) -> httpx2.AsyncClient:
+    def sdk_client(
+        self, profile: Profile, *, mfa: Callable[[], str] | None = None
+    ) -> httpx2.AsyncClient:
         """An ``httpx2`` client (what the official SDKs take) on the app, authenticating as
         ``profile`` exactly as ``bastion.client.async_http_client`` does."""
         return httpx2.AsyncClient(
             transport=httpx2.ASGITransport(app=self.app),
             base_url=BASE_URL,
-            auth=SDKDPoPAuth(profile),
+            auth=SDKDPoPAuth(profile, clock=self.clock, mfa=mfa),
             timeout=30,
         )
 
@@ -78,9 +89,11 @@ async def running(
     upstream: httpx2.AsyncBaseTransport | None = None,
     database_url: str = "",
     env: Mapping[str, str] | None = None,
+    clock: Callable[[], float] = time.time,
     **settings: Any,
 ) -> AsyncIterator[Harness]:
-    """Write the config under ``tmp``, start Bastion in-process, and stop it on exit."""
+    """Write the config under ``tmp``, start Bastion in-process, and stop it on exit. ``clock``
+    is the server's time (token service and gateway) and its clients'; tests move it forward."""
     config_file = tmp / "bastion.yaml"
     config_file.write_text(config_text, encoding="utf-8")
     base = Settings(
@@ -89,8 +102,8 @@ async def running(
         database_url=database_url,
         public_url=BASE_URL,
     )
-    app = create_app(replace(base, **settings), upstream_transport=upstream, env=env)
+    app = create_app(replace(base, **settings), upstream_transport=upstream, env=env, clock=clock)
     control = app.control
     async with control.router.lifespan_context(control):
-        harness = Harness(app, app.services.settings, httpx.ASGITransport(app=app))
+        harness = Harness(app, app.services.settings, httpx.ASGITransport(app=app), clock=clock)
         yield harness

@@ -14,8 +14,16 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from bastion.errors import AccessDenied, BadRequest, BastionError, Unavailable
+from bastion.errors import (
+    AccessDenied,
+    BadRequest,
+    BastionError,
+    MethodNotAllowed,
+    NotFound,
+    Unavailable,
+)
 from bastion.gateway.auth import Authenticator, caller_of
 from bastion.gateway.responses import error_body, error_headers
 from bastion.policy.authorize import Caller, authorize_admin, check_locks
@@ -23,6 +31,10 @@ from bastion.policy.holder import SnapshotHolder
 
 from .access import AccessRoutes
 from .audit import AuditRoutes
+from .directory import DirectoryRoutes
+from .locks import LockRoutes
+from .principals import PrincipalRoutes
+from .reviews import ReviewRoutes
 
 log = logging.getLogger("bastion.api")
 Guard = Callable[[Request], Awaitable[Caller]]
@@ -71,6 +83,10 @@ def create_admin_api(
     public_url: str,
     audit: AuditRoutes,
     access: AccessRoutes,
+    directory: DirectoryRoutes,
+    principals: PrincipalRoutes,
+    locks: LockRoutes,
+    reviews: ReviewRoutes,
 ) -> FastAPI:
     api = FastAPI(
         title="Bastion admin API",
@@ -90,6 +106,14 @@ def create_admin_api(
         where = ".".join(str(part) for part in first.get("loc", ()))
         return _render(BadRequest(f"{where}: {first.get('msg', 'invalid')}"))
 
+    @api.exception_handler(StarletteHTTPException)
+    async def no_route(request: Request, error: StarletteHTTPException) -> Response:
+        if error.status_code == 405:
+            return _render(MethodNotAllowed(f"{request.method[:10]} is not allowed on this route"))
+        if error.status_code == 404:
+            return _render(NotFound("no such admin API route (see /admin/openapi.json)"))
+        return _render(BadRequest("invalid request"))
+
     @api.exception_handler(Exception)
     async def unexpected(request: Request, _error: Exception) -> Response:
         log.exception("unexpected admin API error on %s", request.url.path)
@@ -97,4 +121,7 @@ def create_admin_api(
 
     audit.register(api, guard(holder, authenticator, public_url, "audit_read"))
     access.register(api, lambda action: guard(holder, authenticator, public_url, action))
+    for routes in (directory, principals, locks):
+        routes.register(api, lambda action: guard(holder, authenticator, public_url, action))
+    reviews.register(api, lambda action: guard(holder, authenticator, public_url, action))
     return api

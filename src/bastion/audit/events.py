@@ -58,6 +58,7 @@ class RequestDecided(Event):
     family: str | None
     jkt: str | None
     status: int
+    act: tuple[str, ...] = ()  # delegation: who made the call for ``principal`` (RFC 8693)
     outcome: str  # completed | denied | error | cut | client_closed
     error: str | None = None  # the error code the caller got, if any
     stream: bool = False
@@ -82,6 +83,7 @@ class RequestAuthorized(Event):
     source_ip: str
     family: str
     jkt: str
+    act: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,6 +115,8 @@ class TokenEvent(Event):
     error: str | None = None
     grant_type: str = ""
     reason: str = ""
+    act: tuple[str, ...] = ()  # delegation: who acted for ``principal`` (RFC 8693)
+    amr: tuple[str, ...] = ()  # how an issued token's caller authenticated: pop, otp
 
     @property
     def event_name(self) -> str:

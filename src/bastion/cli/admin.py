@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Column, Table
 from rich.text import Text
 
+from bastion.access.dormancy import DormancyService
 from bastion.errors import BadRequest, NotFound
 from bastion.identity.principals import PrincipalService
 from bastion.respond.locks import LOCK_TYPES, LockService, validate_target
@@ -89,6 +90,22 @@ def register(app: typer.Typer) -> None:
         """Issue a new one-time enrollment code (valid 15 minutes)."""
         c: Context = ctx.obj
         _print_code(PrincipalService(c.store, c.audit), name)
+
+    @principal_app.command("enable")
+    def principal_enable(
+        ctx: typer.Context,
+        name: str,
+        reason: str = typer.Option("", help="why (recorded in the audit log)"),
+    ) -> None:
+        """Enable a dormant principal again: it counts as active from now."""
+        c: Context = ctx.obj
+        DormancyService(c.store, c.audit).enable(name, author=actor(), reason=reason)
+        out.print(f"enabled {name}: active from now", markup=False)
+        declared = c.config.principals.get(name) if c.settings.config_file.exists() else None
+        if declared is not None and declared.disabled:
+            out.print(
+                f"note: {name} is still disabled in bastion.yaml (disabled: true)", markup=False
+            )
 
     @principal_app.command("list")
     def principal_list(ctx: typer.Context) -> None:

@@ -1,7 +1,14 @@
-"""``bastion login``: the caller's side — make a device key, enroll it, check it works."""
+"""``bastion login``: the caller's side — make a device key, enroll it, check it works.
+
+``--mfa`` logs in with a TOTP code as well (asked for, or ``--mfa-code``): with ``--code`` right
+after enrolling the new key, otherwise with the existing profile's key. The profile then says the
+login used MFA, and clients given an ``mfa`` code provider send a code with their first grant.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 import httpx
@@ -10,7 +17,7 @@ import typer
 from rich.console import Console
 
 from bastion.client import httpx_client
-from bastion.client.profile import Profile, profile_path, save_profile
+from bastion.client.profile import Profile, load_profile, profile_path, save_profile
 from bastion.errors import BadRequest
 from bastion.identity.dpop import sign_proof
 from bastion.identity.keys import generate_private_jwk, public_jwk, thumbprint
@@ -46,6 +53,41 @@ def _is_base_url(url: str) -> bool:
         return False
 
 
+def _code_provider(mfa_code: str | None) -> Callable[[], str]:
+    """The code given on the command line, or a prompt (never echoed back, never logged)."""
+    if mfa_code is not None:
+        return lambda: mfa_code
+    return lambda: str(typer.prompt("TOTP code from your authenticator app"))
+
+
+def _first_call(profile: Profile, mfa: Callable[[], str] | None) -> list[str]:
+    """Get a token (with MFA when ``mfa`` is given) and list the models; fails if refused."""
+    with httpx_client(profile, mfa=mfa) as client:
+        response = client.get(profile.server + "/v1/models")
+    if response.status_code != 200:
+        raise BadRequest(f"logged in, but the first call failed ({response.status_code})")
+    return [m["id"] for m in response.json().get("data", [])]
+
+
+def _mfa_login(server: str, principal: str, name: str, mfa_code: str | None) -> None:
+    """Log in again with MFA using the device key already saved in profile ``name``."""
+    current = load_profile(name)
+    if (current.server, current.client_id) != (server, principal):
+        raise BadRequest(
+            f"profile {name!r} is {current.client_id} at {current.server}: give the same "
+            "--server and --principal, or --code to enroll a new device key"
+        )
+    stepped = replace(current, mfa=True)
+    models = _first_call(stepped, _code_provider(mfa_code))
+    save_profile(stepped)
+    _logged_in(principal, models, mfa=True)
+
+
+def _logged_in(principal: str, models: list[str], *, mfa: bool) -> None:
+    how = " with MFA" if mfa else ""
+    out.print(f"logged in as {principal}{how}; models you may use: {', '.join(models) or 'none'}")
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def login(
@@ -57,13 +99,25 @@ def register(app: typer.Typer) -> None:
         print_public_key: bool = typer.Option(
             False, "--print-public-key", help="no code: print the public key for an admin to enroll"
         ),
+        mfa: bool = typer.Option(
+            False, "--mfa", help="log in with a TOTP code too (without --code: the profile's key)"
+        ),
+        mfa_code: str | None = typer.Option(
+            None, "--mfa-code", help="the TOTP code, instead of being asked for it (implies --mfa)"
+        ),
     ) -> None:
         """Create a device key (0600, in your config dir), enroll it, and test a token."""
+        mfa = mfa or mfa_code is not None
+        if mfa and print_public_key:
+            raise BadRequest("--mfa needs an enrolled device key: use it with --code, or later")
         if alg not in ("EdDSA", "ES256"):
             raise BadRequest("--alg must be EdDSA or ES256")
         server = server.rstrip("/")
         if not _is_base_url(server):
             raise BadRequest(f"--server must be an http:// or https:// URL (got {server!r})")
+        if mfa and not code:
+            _mfa_login(server, principal, profile, mfa_code)
+            return
         private = generate_private_jwk(alg)
         if code:
             _enroll(server, principal, code, private)
@@ -76,9 +130,9 @@ def register(app: typer.Typer) -> None:
             out.print("ask an admin to run: bastion key enroll " + principal + " KEY.json")
             out.print(orjson.dumps(public_jwk(private)).decode(), markup=False, highlight=False)
             return
-        with httpx_client(profile=profile) as client:
-            response = client.get(server + "/v1/models")
-        if response.status_code != 200:
-            raise BadRequest(f"enrolled, but the first call failed ({response.status_code})")
-        models = [m["id"] for m in response.json().get("data", [])]
-        out.print(f"logged in as {principal}; models you may use: {', '.join(models) or 'none'}")
+        if mfa:
+            saved = replace(saved, mfa=True)
+        models = _first_call(saved, _code_provider(mfa_code) if mfa else None)
+        if mfa:
+            save_profile(saved)
+        _logged_in(principal, models, mfa=mfa)

@@ -20,6 +20,8 @@ from rich.markup import escape
 from bastion.errors import BastionError, ConfigError
 
 from . import access, admin, audit, client_cmds, events, server
+from . import mfa as mfa_cmds
+from . import review as review_cmds
 from .context import Context
 
 app = typer.Typer(
@@ -53,6 +55,8 @@ client_cmds.register(app)
 events.register(app)
 audit.register(app)
 access.register(app)
+review_cmds.register(app)
+mfa_cmds.register(app)
 
 
 def main() -> None:

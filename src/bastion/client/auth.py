@@ -7,6 +7,13 @@ the request (OpenAI's ``Authorization: Bearer unused``, Anthropic's ``x-api-key`
 ``Authorization: DPoP <token>`` and a fresh ``DPoP`` proof for exactly this method and URL. A 401
 saying ``invalid_token`` (the token was revoked or expired early) gets one new token and one retry.
 
+Step-up (RFC 9470): a 401 saying ``insufficient_user_authentication`` (the model needs a recent
+MFA login) gets one new ``client_credentials`` grant with an ``mfa_code`` and one retry, when
+the caller gave an ``mfa`` provider (a callable returning the current TOTP code); without one,
+the 401 goes back to the caller unchanged. A profile saved by ``bastion login --mfa`` asks the
+provider for a code at the first grant already, saving that round trip. Codes are sent to the
+token endpoint only, never kept or logged.
+
 The token requests are yielded from the auth flow, so they go through the caller's own client
 (its transport, proxies and TLS settings). Token state is shared by every request of a client:
 a thread lock guards it in sync clients, an anyio lock in async ones, so concurrent requests
@@ -20,6 +27,7 @@ The flow is written once, generic over the request and response types, because t
 from __future__ import annotations
 
 import abc
+import re
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping, MutableMapping
@@ -49,6 +57,9 @@ from bastion.identity.keys import SigningKey
 from .profile import Profile
 
 REFRESH_MARGIN = 30.0
+EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
+ID_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"  # noqa: S105 (a URN)
+_STEP_UP = re.compile(r'(^|[\s,])error="insufficient_user_authentication"')
 _MAX_DESCRIPTION = 300
 _TOKEN_ERRORS: Mapping[str, type[BastionError]] = {
     "invalid_client": InvalidClient,
@@ -99,8 +110,21 @@ class DPoPFlow(abc.ABC, Generic[Req, Resp]):
     requires_request_body = True
     requires_response_body = False
 
-    def __init__(self, profile: Profile, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        profile: Profile,
+        *,
+        clock: Callable[[], float] = time.time,
+        mfa: Callable[[], str] | None = None,
+        id_token: Callable[[], str] | None = None,
+        actor_token: Callable[[], str] | None = None,
+    ) -> None:
+        if actor_token is not None and id_token is None:
+            raise ValueError("actor_token needs id_token (the subject's id token)")
         self._profile = profile
+        self._mfa = mfa
+        self._id_token = id_token
+        self._actor_token = actor_token
         self._key = SigningKey(profile.private_jwk)
         self._signer = DPoPSigner(self._key)
         self._origin = _origin(profile.server)
@@ -117,14 +141,19 @@ class DPoPFlow(abc.ABC, Generic[Req, Resp]):
         self._check_origin(request)
         request.read()
         stale: _Token | None = None
+        step_up = False
         for attempt in range(2):
             with self._thread_lock:
                 token = self._usable(stale)
                 if token is None:
-                    token = yield from self._sync_exchange(self._obtain())
+                    code = self._mfa_code() if self._with_mfa(step_up) else None
+                    token = yield from self._sync_exchange(self._obtain(code))
                     self._token = token
             response = yield self._authorize(request, token)
-            if attempt or not _token_rejected(response):
+            if attempt:
+                return
+            step_up = self._step_up_asked(response)
+            if not (step_up or _token_rejected(response)):
                 return
             stale = token
 
@@ -132,11 +161,15 @@ class DPoPFlow(abc.ABC, Generic[Req, Resp]):
         self._check_origin(request)
         await request.aread()
         stale: _Token | None = None
+        step_up = False
         for attempt in range(2):
             async with self._async_lock:
                 token = self._usable(stale)
                 if token is None:
-                    flow = self._obtain()
+                    code = None
+                    if self._with_mfa(step_up):  # a prompt must not block the event loop
+                        code = await anyio.to_thread.run_sync(self._mfa_code)
+                    flow = self._obtain(code)
                     token_request = next(flow)
                     while True:
                         token_response = yield token_request
@@ -148,9 +181,35 @@ class DPoPFlow(abc.ABC, Generic[Req, Resp]):
                             break
                     self._token = token
             response = yield self._authorize(request, token)
-            if attempt or not _token_rejected(response):
+            if attempt:
+                return
+            step_up = self._step_up_asked(response)
+            if not (step_up or _token_rejected(response)):
                 return
             stale = token
+
+    def _with_mfa(self, step_up: bool) -> bool:
+        """Whether the next grant carries an MFA code: on a step-up, or at the first grant for a
+        profile that logged in with MFA (renewals refresh, keeping that login's MFA time); both
+        only when there is a provider to ask."""
+        first = self._token is None and self._profile.mfa
+        return self._mfa is not None and (step_up or first)
+
+    def _step_up_asked(self, response: Resp) -> bool:
+        """A 401 asking for a recent MFA login, and a provider to get a code from."""
+        challenge = response.headers.get("www-authenticate", "")
+        return (
+            self._mfa is not None
+            and response.status_code == 401
+            and _STEP_UP.search(challenge) is not None
+        )
+
+    def _mfa_code(self) -> str:
+        assert self._mfa is not None
+        code = self._mfa()
+        if not isinstance(code, str):
+            raise InvalidRequest("the mfa provider must return the code as a string")
+        return "".join(code.split())  # "123 456" as an authenticator app shows it
 
     def _sync_exchange(self, flow: Generator[Req, Resp, _Token]) -> Generator[Req, Resp, _Token]:
         request = next(flow)
@@ -170,14 +229,20 @@ class DPoPFlow(abc.ABC, Generic[Req, Resp]):
             return None
         return token
 
-    def _obtain(self) -> Generator[Req, Resp, _Token]:
-        """Refresh if possible; otherwise (or if refresh fails) a new client_credentials grant."""
+    def _obtain(self, mfa_code: str | None = None) -> Generator[Req, Resp, _Token]:
+        """Refresh if possible; otherwise (or if refresh fails) a new client_credentials grant.
+        With an MFA code, always a new grant: a refresh keeps the old login's MFA time."""
         current = self._token
-        if current is not None and current.refresh_token:
+        if mfa_code is None and current is not None and current.refresh_token:
             form = {"grant_type": "refresh_token", "refresh_token": current.refresh_token}
             response = yield self._token_request(form)
             if response.status_code == 200:
                 return self._parse(response)
+        if self._id_token is not None:
+            response = yield self._token_request(self._exchange_form())
+            if response.status_code != 200:
+                raise _token_error(response, self._profile.token_endpoint)
+            return self._parse(response)
         assertion = make_client_assertion(
             self._key,
             client_id=self._profile.client_id,
@@ -189,10 +254,26 @@ class DPoPFlow(abc.ABC, Generic[Req, Resp]):
             "client_assertion_type": ASSERTION_TYPE,
             "client_assertion": assertion,
         }
+        if mfa_code is not None:
+            form["mfa_code"] = mfa_code
         response = yield self._token_request(form)
         if response.status_code != 200:
             raise _token_error(response, self._profile.token_endpoint)
         return self._parse(response)
+
+    def _exchange_form(self) -> dict[str, str]:
+        """Token exchange (RFC 8693): a fresh id token from the caller's identity provider, and
+        for delegation the actor's id token; the DPoP proof by this device key binds the result."""
+        assert self._id_token is not None
+        form = {
+            "grant_type": EXCHANGE_GRANT,
+            "subject_token": self._id_token(),
+            "subject_token_type": ID_TOKEN_TYPE,
+        }
+        if self._actor_token is not None:
+            form["actor_token"] = self._actor_token()
+            form["actor_token_type"] = ID_TOKEN_TYPE
+        return form
 
     def _token_request(self, form: dict[str, str]) -> Req:
         url = self._profile.token_endpoint

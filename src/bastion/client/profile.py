@@ -28,12 +28,15 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 @dataclass(frozen=True)
 class Profile:
-    """A server base URL, the principal's name (``client_id``) and the device's private key."""
+    """A server base URL, the principal's name (``client_id``) and the device's private key;
+    ``mfa`` when ``bastion login --mfa`` logged in with a TOTP code (clients given an ``mfa``
+    provider then send a code with their first grant)."""
 
     server: str
     client_id: str
     private_jwk: dict[str, str] = field(repr=False)
     name: str = "default"
+    mfa: bool = False
 
     @property
     def token_endpoint(self) -> str:
@@ -66,6 +69,8 @@ def save_profile(profile: Profile, env: Mapping[str, str] | None = None) -> Path
         "client_id": profile.client_id,
         "private_jwk": profile.private_jwk,
     }
+    if profile.mfa:
+        data["mfa"] = True
     write_private_file(path, orjson.dumps(data, option=orjson.OPT_INDENT_2))
     return path
 
@@ -88,6 +93,7 @@ def load_profile(name: str = "default", env: Mapping[str, str] | None = None) ->
         client_id=_string(data, "client_id", path),
         private_jwk=_jwk(data, path),
         name=name,
+        mfa=_flag(data, "mfa", path),
     )
     _check(profile, path)
     return profile
@@ -97,6 +103,13 @@ def _string(data: dict[str, Any], key: str, path: Path) -> str:
     value = data.get(key)
     if not isinstance(value, str) or not value:
         raise ConfigError(str(path), [f"{key}: missing or not a string"])
+    return value
+
+
+def _flag(data: dict[str, Any], key: str, path: Path) -> bool:
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(str(path), [f"{key}: must be true or false"])
     return value
 
 

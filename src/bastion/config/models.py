@@ -280,6 +280,8 @@ class Role(StrEnum):
 
 
 _STRICT_LEVELS = (Level.RESTRICTED, Level.CRITICAL)
+MAX_MFA_AGE_MINUTES = 24 * 60  # a day: older than that is not "recent" authentication
+DEFAULT_REVIEW_DAYS = 90
 
 
 # -- models --------------------------------------------------------------------------------------
@@ -373,6 +375,10 @@ class Compartment(_Frozen):
     grants: Grants = Field(default_factory=Grants)
     quotas: Quotas = Field(default_factory=Quotas)
     access: Access | None = None  # None: no just-in-time requests for this compartment
+    # Step-up (RFC 9470): calls need an MFA login at most this many minutes old (None: no MFA).
+    max_mfa_age_minutes: Annotated[StrictInt, Field(ge=1, le=MAX_MFA_AGE_MINUTES)] | None = None
+    # When anyone may call the compartment's models, in a time zone (None: at any time).
+    allowed_hours: WorkingHours | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -410,6 +416,28 @@ class Org(_Frozen):
     seat_limit: Annotated[StrictInt, Field(ge=1, le=100_000)] | None = None
     ceiling: Level = Level.CRITICAL
     working_hours: WorkingHours | None = None
+    # Access reviews (vendor orgs only): the sponsor recertifies every principal this often.
+    review_every_days: Annotated[StrictInt, Field(ge=1, le=365)] | None = None
+
+    @model_validator(mode="after")
+    def _reviews_are_for_vendors(self) -> Org:
+        if self.kind is OrgKind.INTERNAL and self.review_every_days is not None:
+            raise ConfigProblems(
+                [
+                    (
+                        ("review_every_days",),
+                        "applies to vendor orgs only: an internal org is not reviewed",
+                    )
+                ]
+            )
+        return self
+
+    @property
+    def review_interval_days(self) -> int | None:
+        """Days between access reviews: the setting, 90 by default for a vendor, None inside."""
+        if self.kind is not OrgKind.VENDOR:
+            return None
+        return self.review_every_days or DEFAULT_REVIEW_DAYS
 
 
 class Principal(_Frozen):
@@ -419,6 +447,13 @@ class Principal(_Frozen):
     org: Name
     disabled: StrictBool = False
     roles: tuple[Role, ...] = ()
+
+
+class Lifecycle(_Frozen):
+    """Account lifecycle: principals idle this long (no token issued or refreshed) are disabled
+    until an admin enables them again. None (the default) disables the check."""
+
+    dormant_after_days: Annotated[StrictInt, Field(ge=1, le=3650)] | None = None
 
 
 class GatewayOptions(_Frozen):
@@ -445,6 +480,7 @@ class BastionConfig(_Frozen):
     principals: Mapping[Name, Principal] = Field(default_factory=dict)
     gateway: GatewayOptions = Field(default_factory=GatewayOptions)
     audit: AuditOptions = Field(default_factory=AuditOptions)
+    lifecycle: Lifecycle = Field(default_factory=Lifecycle)
     federation: Federation = Field(default_factory=Federation)
 
     @cached_property

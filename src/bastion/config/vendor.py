@@ -59,6 +59,12 @@ class Day(StrEnum):
     SUN = "sun"
 
 
+def _some_days(value: tuple[Day, ...]) -> tuple[Day, ...]:
+    if not value:
+        raise ValueError("must list at least one day")
+    return value
+
+
 class Contract(_Frozen):
     """The window in which a vendor's people may use anything (``start`` ≤ t < ``end``)."""
 
@@ -78,17 +84,24 @@ class Contract(_Frozen):
 
 
 class WorkingHours(_Frozen):
-    """When a vendor's people may work, in their time zone."""
+    """A weekly window in a time zone: when a vendor's people may work (an org's
+    ``working_hours``), or when a compartment may be used at all (its ``allowed_hours``)."""
 
     timezone: Annotated[StrictStr, AfterValidator(_zone)]
-    days: tuple[Day, ...] = (Day.MON, Day.TUE, Day.WED, Day.THU, Day.FRI)
+    days: Annotated[tuple[Day, ...], AfterValidator(_some_days)] = (
+        Day.MON,
+        Day.TUE,
+        Day.WED,
+        Day.THU,
+        Day.FRI,
+    )
     start: Annotated[StrictStr, AfterValidator(_hhmm)] = "08:00"
     end: Annotated[StrictStr, AfterValidator(_hhmm)] = "18:00"
 
     @model_validator(mode="after")
     def _ordered(self) -> WorkingHours:
         if self.end <= self.start:
-            raise ValueError("working hours end must be after their start (same day)")
+            raise ValueError("hours end must be after their start (same day)")
         return self
 
     def covers(self, now: float) -> bool:

@@ -26,6 +26,7 @@ from bastion.errors import (
     BastionError,
     BodyTooLarge,
     HeadersTooLarge,
+    InsufficientUserAuthentication,
     InvalidJSON,
     MethodNotAllowed,
     NotFound,
@@ -34,11 +35,13 @@ from bastion.errors import (
     UnknownModel,
     UpstreamError,
 )
-from bastion.policy.authorize import Caller, RequestFacts, authorize, check_locks
+from bastion.policy.authorize import Caller, check_locks
+from bastion.policy.decide import decide
 from bastion.policy.decision import Decision, Reason
-from bastion.policy.facts import request_facts
 from bastion.policy.holder import SnapshotHolder
+from bastion.policy.mfa import max_mfa_age
 from bastion.policy.snapshot import ModelRoute, Snapshot
+from bastion.policy.stepup import decide_with_step_up
 
 from .auth import Authenticator, caller_of, request_url
 from .net import Network, source_ip
@@ -103,6 +106,7 @@ class Exchange:
             source_ip=self.source_ip,
             family=self.caller.family,
             jkt=self.caller.jkt,
+            act=(self.caller.actor,) if self.caller.actor else (),
         )
 
     def event(self) -> RequestDecided:
@@ -121,6 +125,7 @@ class Exchange:
             source_ip=self.source_ip,
             family=self.caller.family if self.caller else None,
             jkt=self.caller.jkt if self.caller else None,
+            act=(self.caller.actor,) if self.caller and self.caller.actor else (),
             status=self.status,
             outcome=self.outcome,
             error=self.error,
@@ -254,10 +259,7 @@ class Gateway:
             return
         body = await self._read_body(receive, headers.content_length)
         route, payload = self._route(snapshot, body, api, exchange)
-        facts = request_facts(
-            snapshot, exchange.caller, route.compartment, exchange.source_ip, api, now
-        )
-        self._decide(snapshot, exchange, route, facts, now)
+        self._decide(snapshot, exchange, route, api, now)
         try:
             self._quotas.admit(
                 route.quotas, route.compartment, claims.sub, exchange.caller.org, now
@@ -316,14 +318,21 @@ class Gateway:
         snapshot: Snapshot,
         exchange: Exchange,
         route: ModelRoute,
-        facts: RequestFacts,
+        api: str,
         now: float,
     ) -> None:
         assert exchange.caller is not None
-        decision = check_locks(snapshot, exchange.caller, route.compartment, now) or authorize(
-            snapshot, exchange.caller, route.name, facts
+        decision, stale_mfa = decide_with_step_up(
+            snapshot, exchange.caller, route.name, route.compartment, exchange.source_ip, api, now
         )
         exchange.decision = decision
+        if stale_mfa:
+            max_age = max_mfa_age(snapshot, route.compartment) or 0
+            raise InsufficientUserAuthentication(
+                f"model {route.name!r} needs an MFA login at most {max_age} s old: "
+                "log in again with MFA",
+                max_age,
+            )
         if not decision.allowed:
             raise AccessDenied(
                 f"access to model {route.name!r} denied ({', '.join(decision.reasons)})",
@@ -342,13 +351,10 @@ class Gateway:
         visible = []
         for name in sorted(snapshot.models):
             route = snapshot.models[name]
-            facts = request_facts(
-                snapshot, caller, route.compartment, exchange.source_ip, "list", now
+            decision = decide(
+                snapshot, caller, name, route.compartment, exchange.source_ip, "list", now
             )
-            if (
-                check_locks(snapshot, caller, route.compartment, now) is None
-                and authorize(snapshot, caller, name, facts).allowed
-            ):
+            if decision.allowed:
                 visible.append(name)
         exchange.decision = Decision(True, (Reason.GRANTED,), ("list",), snapshot.epoch)
         exchange.outcome = "completed"

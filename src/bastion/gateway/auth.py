@@ -38,9 +38,24 @@ def caller_of(snapshot: Snapshot, claims: AccessClaims) -> Caller:
     facts = snapshot.principals.get(claims.sub)
     if facts is None:
         raise AuthenticationError("the token's principal no longer exists")
-    if snapshot.device_key(claims.sub, claims.jkt) is None:
+    if len(claims.act) > 1:
+        raise AuthenticationError("delegation chains longer than one actor are not accepted")
+    actor = claims.act[0] if claims.act else ""
+    actor_facts = snapshot.principals.get(actor) if actor else None
+    if actor and actor_facts is None:
+        raise AuthenticationError("the token's actor no longer exists")
+    # The device key belongs to whoever makes the calls: the actor of a delegated token.
+    if snapshot.device_key(actor or claims.sub, claims.jkt) is None:
         raise AuthenticationError("the token's device key is no longer enrolled")
-    return Caller(principal=claims.sub, org=facts.org, jkt=claims.jkt, family=claims.family)
+    return Caller(
+        principal=claims.sub,
+        org=facts.org,
+        jkt=claims.jkt,
+        family=claims.family,
+        actor=actor,
+        actor_org=actor_facts.org if actor_facts else "",
+        mfa_at=claims.auth_time,  # set only when the token's login passed MFA
+    )
 
 
 class Authenticator:

@@ -5,7 +5,8 @@ Error bodies have one stable shape that both official SDKs parse::
     {"type": "error", "error": {"type": CODE, "code": CODE, "message": TEXT, "reasons": [...]}}
 
 Authentication failures add ``WWW-Authenticate: DPoP error="...", error_description="..."``
-(RFC 9449 §7.1, RFC 6750 §3). Messages come from ``BastionError`` and never hold request content.
+(RFC 9449 §7.1, RFC 6750 §3); a step-up (RFC 9470) adds ``max_age=N`` in seconds. Messages
+come from ``BastionError`` and never hold request content.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from bastion.errors import (
     AccessDenied,
     AuthenticationError,
     BastionError,
+    InsufficientUserAuthentication,
     InvalidDPoPProof,
     TooManyRequests,
 )
@@ -52,9 +54,12 @@ def error_headers(error: BastionError) -> list[tuple[bytes, bytes]]:
         headers.append((b"retry-after", str(error.retry_after).encode()))
     if isinstance(error, AuthenticationError):
         code = b"invalid_dpop_proof" if isinstance(error, InvalidDPoPProof) else b"invalid_token"
-        challenge = (
-            b'DPoP error="' + code + b'", error_description="' + _quote(error.message) + b'", '
-        ) + DPOP_ALGS
+        step_up = b""
+        if isinstance(error, InsufficientUserAuthentication):  # RFC 9470 §3
+            code = b"insufficient_user_authentication"
+            step_up = b"max_age=" + str(int(error.max_age)).encode() + b", "
+        description = b'error_description="' + _quote(error.message) + b'", '
+        challenge = b'DPoP error="' + code + b'", ' + description + step_up + DPOP_ALGS
         headers.append((b"www-authenticate", challenge))
     return headers
 

@@ -21,6 +21,7 @@ from bastion.errors import BadRequest, BastionError, InvalidDPoPProof, InvalidRe
 
 from .dpop import DPoPVerifier
 from .keys import IssuerKey, thumbprint
+from .mfa import ACR_VALUES
 from .principals import PrincipalService
 from .service import TokenService
 
@@ -169,10 +170,15 @@ class IdentityEndpoints:
                 "issuer": issuer,
                 "token_endpoint": issuer + "/oauth/token",
                 "jwks_uri": issuer + "/.well-known/jwks.json",
-                "grant_types_supported": ["client_credentials", "refresh_token"],
+                "grant_types_supported": [
+                    "client_credentials",
+                    "refresh_token",
+                    "urn:ietf:params:oauth:grant-type:token-exchange",
+                ],
                 "token_endpoint_auth_methods_supported": ["private_key_jwt"],
                 "token_endpoint_auth_signing_alg_values_supported": ["EdDSA", "ES256"],
                 "dpop_signing_alg_values_supported": ["EdDSA", "ES256"],
                 "response_types_supported": [],
+                "acr_values_supported": list(ACR_VALUES),
             }
         )

@@ -65,7 +65,16 @@ class PrincipalService:
             self._audit.append(conn, [event])
             return state.bump_epoch(conn)
 
-    def add(self, config: BastionConfig, name: str, *, kind: str, org: str, author: str) -> None:
+    def add(
+        self,
+        config: BastionConfig,
+        name: str,
+        *,
+        kind: str,
+        org: str,
+        author: str,
+        source: str = "cli",
+    ) -> None:
         if not NAME.match(name):
             raise BadRequest(
                 "principal names are 1-63 characters of a-z, 0-9, '.', '_', '-' "
@@ -79,14 +88,14 @@ class PrincipalService:
         with self._store.read() as conn:
             if principal_rows.get(conn, name) is not None:
                 raise Conflict(f"principal {name!r} already exists")
-        row = PrincipalRow(name, kind, org, "cli", False, now)
+        row = PrincipalRow(name, kind, org, source, False, now)
         event = AdminAction(
             actor=author,
             time=now,
             action="principal.created",
             target_type="principal",
             target=name,
-            detail={"kind": kind, "org": org},
+            detail={"kind": kind, "org": org, "source": source},
         )
         self._commit(lambda conn: principal_rows.insert(conn, row), event)
 

@@ -36,17 +36,21 @@ from bastion.policy.holder import SnapshotHolder
 from bastion.policy.snapshot import Snapshot
 from bastion.store import Store, state
 from bastion.store import locks as lock_rows
+from bastion.store import principals as principal_rows
 from bastion.store import tokens as token_rows
 from bastion.store.locks import LockRow
 
+from . import exchange
 from .access_tokens import AccessTokenCodec
 from .assertions import verify_client_assertion
 from .dpop import DPoPProof, DPoPVerifier
+from .federation import FederationVerifier
+from .mfa import MfaService, auth_context
 from .replay import ReplayCache
 
 log = logging.getLogger("bastion.identity")
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-GRANT_TYPES = ("client_credentials", "refresh_token")
+GRANT_TYPES = ("client_credentials", "refresh_token", exchange.GRANT_TYPE)
 MAX_FORM_VALUE = 8192
 SERVICE_ACTOR = "bastion:token-service"
 
@@ -59,16 +63,20 @@ def refresh_digest(token: str) -> str:
 class TokenGrant:
     access_token: str
     expires_in: int
-    refresh_token: str
+    refresh_token: str | None  # None for exchanged tokens: exchange a fresh id token instead
     family: str
 
     def response(self) -> dict[str, object]:
-        return {
+        body: dict[str, object] = {
             "access_token": self.access_token,
             "token_type": "DPoP",
             "expires_in": self.expires_in,
-            "refresh_token": self.refresh_token,
         }
+        if self.refresh_token is None:
+            body["issued_token_type"] = exchange.ACCESS_TOKEN_TYPE
+        else:
+            body["refresh_token"] = self.refresh_token
+        return body
 
 
 class RefreshRefused(InvalidGrant):
@@ -104,6 +112,8 @@ class TokenService:
         access_ttl: int,
         refresh_ttl: int,
         on_change: Callable[[], Awaitable[object]],
+        federation: FederationVerifier | None = None,
+        mfa: MfaService | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
@@ -117,6 +127,8 @@ class TokenService:
         self._access_ttl = min(access_ttl, 900)
         self._refresh_ttl = refresh_ttl
         self._on_change = on_change
+        self._federation = federation
+        self._mfa = mfa
         self._clock = clock
 
     def _snapshot(self) -> Snapshot:
@@ -161,6 +173,8 @@ class TokenService:
         proof = self._dpop.verify(dpop, method="POST", url=url, access_token=None, now=now)
         if grant_type == "client_credentials":
             return await self._client_credentials(form, proof, now, source_ip)
+        if grant_type == exchange.GRANT_TYPE:
+            return await self._token_exchange(form, proof, now, source_ip)
         return await self._refresh(form, proof, now, source_ip)
 
     def _check_principal(
@@ -169,6 +183,8 @@ class TokenService:
         facts = snapshot.principals.get(principal)
         if facts is None or facts.disabled:
             raise InvalidGrant(f"principal {principal!r} is disabled or does not exist")
+        if snapshot.dormant(principal, now):
+            raise InvalidGrant(f"principal {principal!r} is dormant; an admin can enable it again")
         if snapshot.device_key(principal, jkt) is None:
             raise InvalidGrant("the device key is no longer enrolled")
         targets = [("all", "*"), ("principal", principal), ("org", facts.org), ("key", jkt)]
@@ -200,6 +216,8 @@ class TokenService:
         if proof.jkt != client.jkt:
             raise InvalidClient("the DPoP proof must be signed by the client assertion's key")
         self._check_principal(snapshot, client.client_id, client.jkt, now)
+        mfa_at = await self._check_mfa(form, client.client_id, now)
+        auth_time, amr, acr = auth_context(mfa_at)
         facts = snapshot.principals[client.client_id]
         family = "fam_" + secrets.token_hex(8)
         refresh = secrets.token_urlsafe(32)
@@ -211,6 +229,9 @@ class TokenService:
             family=family,
             ttl=self._access_ttl,
             now=now,
+            auth_time=auth_time,
+            amr=amr,
+            acr=acr,
         )
         event = TokenEvent(
             time=now,
@@ -220,14 +241,16 @@ class TokenService:
             family=family,
             jkt=client.jkt,
             source_ip=source_ip,
+            amr=amr,
         )
 
         def persist() -> None:
             with self._store.begin() as conn:
-                token_rows.add_family(conn, family, client.client_id, client.jkt, now)
+                token_rows.add_family(conn, family, client.client_id, client.jkt, now, mfa_at)
                 token_rows.add_refresh(
                     conn, refresh_digest(refresh), family, now, now + self._refresh_ttl
                 )
+                principal_rows.touch(conn, client.client_id, now)  # activity, for dormancy
                 self._audit.append(conn, [event])
 
         try:
@@ -236,6 +259,75 @@ class TokenService:
             log.exception("could not record a token grant")
             raise Unavailable("the audit log cannot record; no token is issued") from None
         return TokenGrant(access, self._access_ttl, refresh, family)
+
+    async def _check_mfa(self, form: Mapping[str, str], principal: str, now: float) -> float | None:
+        """``now`` if the form's ``mfa_code`` is accepted for ``principal``; None without one."""
+        code = form.get("mfa_code")
+        if code is None:
+            return None
+        if self._mfa is None:
+            raise InvalidRequest("MFA is not enabled on this server")
+        await anyio.to_thread.run_sync(self._mfa.verify, principal, code, now)
+        return now
+
+    async def _token_exchange(
+        self, form: Mapping[str, str], proof: DPoPProof, now: float, source_ip: str
+    ) -> TokenGrant:
+        if self._federation is None:
+            raise UnsupportedGrantType("token exchange is not enabled on this server")
+        snapshot = self._snapshot()
+        verified = await exchange.verify_exchange(form, self._federation, snapshot, now)
+        holder, subject = verified.holder.principal, verified.subject.principal
+        self._check_principal(snapshot, holder, proof.jkt, now)
+        if verified.actor is not None:  # the subject must not be locked or disabled either
+            self._check_principal_state(snapshot, subject, now)
+        family = "fam_" + secrets.token_hex(8)
+        mfa_at = verified.holder.mfa_at
+        access, _ = self._codec.issue(
+            sub=subject,
+            client_id=holder,
+            org=snapshot.principals[subject].org,
+            jkt=proof.jkt,
+            family=family,
+            ttl=self._access_ttl,
+            now=now,
+            act=verified.act,
+            auth_time=mfa_at,
+            amr=("pop", "mfa") if mfa_at is not None else ("pop",),
+            acr=verified.holder.acr,
+        )
+        event = TokenEvent(
+            time=now,
+            actor=holder,
+            action="exchanged",
+            principal=subject,
+            family=family,
+            jkt=proof.jkt,
+            source_ip=source_ip,
+            grant_type="token-exchange",
+            act=verified.act,
+            reason=f"id token from {verified.holder.issuer}",
+        )
+
+        def persist() -> None:
+            with self._store.begin() as conn:
+                token_rows.add_family(conn, family, subject, proof.jkt, now)
+                principal_rows.touch(conn, holder, now)  # activity, for dormancy
+                self._audit.append(conn, [event])
+
+        try:
+            await anyio.to_thread.run_sync(persist)
+        except Exception:
+            log.exception("could not record a token exchange")
+            raise Unavailable("the audit log cannot record; no token is issued") from None
+        return TokenGrant(access, self._access_ttl, None, family)
+
+    def _check_principal_state(self, snapshot: Snapshot, principal: str, now: float) -> None:
+        facts = snapshot.principals.get(principal)
+        if facts is None or facts.disabled:
+            raise InvalidGrant(f"principal {principal!r} is disabled or does not exist")
+        if snapshot.lock_on([("principal", principal), ("org", facts.org)], now) is not None:
+            raise InvalidGrant(f"principal {principal!r} is locked")
 
     async def _refresh(
         self, form: Mapping[str, str], proof: DPoPProof, now: float, source_ip: str
@@ -269,6 +361,7 @@ class TokenService:
             )
         self._check_principal(snapshot, family.principal, family.jkt, now, family.id)
         facts = snapshot.principals[family.principal]
+        auth_time, amr, acr = auth_context(family.mfa_at)  # the login's MFA time, not now
         access, _ = self._codec.issue(
             sub=family.principal,
             client_id=family.principal,
@@ -277,6 +370,9 @@ class TokenService:
             family=family.id,
             ttl=self._access_ttl,
             now=now,
+            auth_time=auth_time,
+            amr=amr,
+            acr=acr,
         )
         return TokenGrant(access, self._access_ttl, new_refresh, family.id)
 
@@ -305,6 +401,9 @@ class TokenService:
                 self._revoke_family(conn, family, now, source_ip)
                 return _Refresh.REUSED, family
             token_rows.add_refresh(conn, new_digest, family.id, now, now + self._refresh_ttl)
+            snapshot = self._holder.current  # a dormant principal's refused refresh is no activity
+            if snapshot is not None and not snapshot.dormant(family.principal, now):
+                principal_rows.touch(conn, family.principal, now)
             event = TokenEvent(
                 time=now,
                 actor=family.principal,

@@ -30,6 +30,21 @@ class Caller:
     org: str
     jkt: str
     family: str
+    # A delegated token (RFC 8693 ``act``): the principal making the calls for ``principal``.
+    actor: str = ""
+    actor_org: str = ""
+    # When the token's login passed MFA (its ``auth_time``); None when it did not.
+    mfa_at: float | None = None
+
+    def acting(self) -> Caller:
+        """The actor as a caller of its own (same key and family)."""
+        return Caller(
+            principal=self.actor,
+            org=self.actor_org,
+            jkt=self.jkt,
+            family=self.family,
+            mfa_at=self.mfa_at,  # the actor holds the key: the token's MFA is the actor's
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +58,17 @@ class RequestFacts:
     network_allowed: bool = True
     in_contract: bool = True
     within_hours: bool = True
+    # For everyone: the compartment has no allowed hours, or now is inside them.
+    compartment_hours_ok: bool = True
     seat_ok: bool = True
     sponsor_active: bool = True
+    # The caller's org has an access review past due; the caller has been idle too long.
+    review_overdue: bool = False
+    dormant: bool = False
     jit_granted: bool = False
+    delegated_grant: bool = False
+    # The compartment asks for no MFA, or the caller's MFA is recent enough (step-up, RFC 9470).
+    mfa_fresh: bool = True
 
     def context(self) -> dict[str, object]:
         return {
@@ -55,9 +78,14 @@ class RequestFacts:
             "network_allowed": self.network_allowed,
             "in_contract": self.in_contract,
             "within_hours": self.within_hours,
+            "compartment_hours_ok": self.compartment_hours_ok,
             "seat_ok": self.seat_ok,
             "sponsor_active": self.sponsor_active,
+            "review_overdue": self.review_overdue,
+            "dormant": self.dormant,
             "jit_granted": self.jit_granted,
+            "delegated_grant": self.delegated_grant,
+            "mfa_fresh": self.mfa_fresh,
         }
 
 
@@ -69,6 +97,8 @@ def lock_targets(caller: Caller, compartment: str | None) -> list[tuple[str, str
         ("key", caller.jkt),
         ("family", caller.family),
     ]
+    if caller.actor:
+        targets += [("principal", caller.actor), ("org", caller.actor_org)]
     if compartment is not None:
         targets.append(("compartment", compartment))
     return targets
@@ -142,7 +172,13 @@ def _evaluate(snapshot: Snapshot, caller: Caller, model: str, facts: RequestFact
     return _to_decision(snapshot, result)
 
 
-ADMIN_ACTIONS = frozenset({"audit_read", "access_request", "access_decide", "access_admin"})
+ADMIN_ACTIONS = frozenset({"audit_read", "access_request", "access_decide", "access_admin"}) | {
+    "directory_read",
+    "directory_admin",
+    "lock_admin",
+    "review_read",
+    "review_decide",
+}
 
 
 def authorize_admin(snapshot: Snapshot, caller: Caller, action: str) -> Decision:

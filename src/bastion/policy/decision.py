@@ -22,9 +22,13 @@ class Reason(StrEnum):
     NETWORK_NOT_ALLOWED = "network_not_allowed"
     OUTSIDE_CONTRACT = "outside_contract"
     OUTSIDE_WORKING_HOURS = "outside_working_hours"
+    OUTSIDE_COMPARTMENT_HOURS = "outside_compartment_hours"
     OVER_SEAT_LIMIT = "over_seat_limit"
     SPONSOR_INACTIVE = "sponsor_inactive"
     ABOVE_VENDOR_CEILING = "above_vendor_ceiling"
+    REVIEW_OVERDUE = "review_overdue"
+    DORMANT_PRINCIPAL = "dormant_principal"
+    INSUFFICIENT_USER_AUTHENTICATION = "insufficient_user_authentication"  # step-up (RFC 9470)
     NO_SNAPSHOT = "no_snapshot"
     LOCKED_ALL = "locked_all"
     LOCKED_PRINCIPAL = "locked_principal"

@@ -3,8 +3,11 @@ source address and the clock (no I/O), then handed to Cedar as the context.
 
 For a vendor principal: inside the contract window, inside working hours, from an allowed
 network, holding a seat, with an active sponsor. For everyone: from a network the compartment
-allows. A vendor org without a contract window or sponsor fails closed (the facts are false). For
-everyone: whether a time-bound grant covers the compartment at this second.
+allows, inside the compartment's allowed hours if it has them. A vendor org without a contract
+window or sponsor fails closed (the facts are false). For
+everyone: whether a time-bound grant covers the compartment at this second, and whether the
+caller is dormant (idle past the lifecycle limit). For a vendor principal also: whether its org's
+access review is overdue (the Cedar policy limits that to restricted compartments and above).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from bastion.config.models import OrgKind
 from bastion.config.vendor import network_allows
 
 from .authorize import Caller, RequestFacts
+from .mfa import mfa_fresh
 from .snapshot import Snapshot
 
 
@@ -30,14 +34,20 @@ def request_facts(
     granted = (
         compartment is not None and snapshot.grants.get((caller.principal, compartment), 0.0) > now
     )
+    hours = config.compartments[compartment].allowed_hours if compartment else None
+    hours_ok = hours is None or hours.covers(now)
     org = config.orgs.get(caller.org)
+    dormant = snapshot.dormant(caller.principal, now)
     if org is None or org.kind is not OrgKind.VENDOR:
         return RequestFacts(
             token_bound=True,
             source_ip=source_ip,
             api=api,
             network_allowed=allowed,
+            compartment_hours_ok=hours_ok,
             jit_granted=granted,
+            mfa_fresh=mfa_fresh(snapshot, caller, compartment, api, now),
+            dormant=dormant,
         )
     sponsor = snapshot.principals.get(org.sponsor) if org.sponsor else None
     return RequestFacts(
@@ -47,9 +57,13 @@ def request_facts(
         network_allowed=allowed and network_allows(org.allowed_networks, source_ip),
         in_contract=org.contract is not None and org.contract.covers(now),
         within_hours=org.working_hours is None or org.working_hours.covers(now),
+        compartment_hours_ok=hours_ok,
         seat_ok=caller.principal not in snapshot.over_seats,
         sponsor_active=sponsor is not None
         and not sponsor.disabled
         and snapshot.lock_on([("principal", sponsor.name)], now) is None,
         jit_granted=granted,
+        mfa_fresh=mfa_fresh(snapshot, caller, compartment, api, now),
+        review_overdue=snapshot.review_overdue(caller.org, now),
+        dormant=dormant,
     )

@@ -22,6 +22,7 @@ from bastion.store.access import GrantRow
 from bastion.store.keys import DeviceKeyRow
 from bastion.store.locks import LockRow
 from bastion.store.principals import PrincipalRow
+from bastion.store.reviews import ReviewRow
 
 from .decision import Reason
 
@@ -98,6 +99,13 @@ class Snapshot:
     over_seats: frozenset[str] = frozenset()
     # Time-bound grants: (principal, compartment) -> latest expiry; checked to the second.
     grants: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    # Access reviews: vendor org -> due time of its open review (past it, the org is suspended
+    # from restricted compartments and above).
+    review_due: Mapping[str, float] = field(default_factory=dict)
+    # Dormancy: principal -> last activity (token issued or refreshed; created_at if never), and
+    # the idle time after which a principal is dormant (None: never).
+    activity: Mapping[str, float] = field(default_factory=dict)
+    dormant_after: float | None = None
     # Memo of Cedar decisions for this snapshot (decisions are pure functions of the snapshot
     # and the request facts); bounded, and gone with the snapshot on the next swap.
     decisions: dict[Hashable, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -111,6 +119,19 @@ class Snapshot:
             if lock is not None and lock.active(now):
                 return lock
         return None
+
+    def review_overdue(self, org: str, now: float) -> bool:
+        """Whether ``org`` has an open access review past its due time (exact to the second)."""
+        due = self.review_due.get(org)
+        return due is not None and now >= due
+
+    def dormant(self, principal: str, now: float) -> bool:
+        """Whether ``principal`` has been idle longer than the dormancy limit. A principal with
+        no recorded creation or activity counts as dormant (fail closed)."""
+        if self.dormant_after is None:
+            return False
+        last = self.activity.get(principal)
+        return last is None or now - last >= self.dormant_after
 
     def device_key(self, principal: str, jkt: str) -> Mapping[str, str] | None:
         entry = self.device_keys.get(jkt)
@@ -298,6 +319,23 @@ def _lock_index(rows: Sequence[LockRow]) -> dict[tuple[str, str], LockFacts]:
     return index
 
 
+def _review_due(config: BastionConfig, reviews: Sequence[ReviewRow]) -> dict[str, float]:
+    """Each vendor org's open review's due time (the earliest, should a race have left two)."""
+    due: dict[str, float] = {}
+    for row in reviews:
+        org = config.orgs.get(row.org)
+        if row.completed_at is None and org is not None and org.review_interval_days:
+            due[row.org] = min(row.due_at, due.get(row.org, row.due_at))
+    return due
+
+
+def _activity(rows: Sequence[PrincipalRow]) -> dict[str, float]:
+    return {
+        row.name: row.last_active_at if row.last_active_at is not None else row.created_at
+        for row in rows
+    }
+
+
 def build_snapshot(
     *,
     epoch: int,
@@ -307,6 +345,7 @@ def build_snapshot(
     locks: Sequence[LockRow],
     env: Mapping[str, str],
     grants: Sequence[GrantRow] = (),
+    reviews: Sequence[ReviewRow] = (),
     policy_text: tuple[str, str] | None = None,
 ) -> Snapshot:
     """Build a snapshot from the config and rows read from the store (pure; raises on error)."""
@@ -326,4 +365,11 @@ def build_snapshot(
         cedar=build_cedar(schema_text, policies, _entities(config, facts)),
         over_seats=_over_seats(config, facts, principals),
         grants=_grant_index(grants),
+        review_due=_review_due(config, reviews),
+        activity=_activity(principals),
+        dormant_after=(
+            config.lifecycle.dormant_after_days * 86400.0
+            if config.lifecycle.dormant_after_days is not None
+            else None
+        ),
     )

@@ -125,6 +125,26 @@ class LockService:
             epoch = state.bump_epoch(conn)
         return released, epoch
 
+    def release(self, lock_id: str, *, author: str, reason: str) -> tuple[LockRow, int]:
+        """Release one lock by id (other locks on the same target stay in force)."""
+        now = self._clock()
+        with self._store.begin() as conn:
+            released = lock_rows.release_one(conn, lock_id, author, now)
+            if released is None:
+                raise NotFound(f"no active lock {lock_id[:40]!r}")
+            event = AdminAction(
+                actor=author,
+                time=now,
+                action="lock.released",
+                target_type=released.target_type,
+                target=released.target,
+                reason=reason,
+                detail={"locks": [released.id]},
+            )
+            self._audit.append(conn, [event])
+            epoch = state.bump_epoch(conn)
+        return released, epoch
+
     def active(self) -> list[LockRow]:
         with self._store.read() as conn:
             return lock_rows.active(conn, self._clock())

@@ -64,3 +64,20 @@ def release(
             .values(released_at=now, released_by=by)
         )
     return current
+
+
+def release_one(conn: sa.Connection, lock_id: str, by: str, now: float) -> LockRow | None:
+    """Release one active lock by id; returns it, or None if no such lock is active."""
+    row = conn.execute(
+        sa.select(locks).where(
+            locks.c.id == lock_id,
+            locks.c.released_at.is_(None),
+            sa.or_(locks.c.expires_at.is_(None), locks.c.expires_at > now),
+        )
+    ).first()
+    if row is None:
+        return None
+    conn.execute(
+        locks.update().where(locks.c.id == lock_id).values(released_at=now, released_by=by)
+    )
+    return LockRow(**row._mapping)

@@ -54,6 +54,8 @@ token_families = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("revoked_at", sa.Float, nullable=True),
     sa.Column("revoked_reason", sa.String(200), nullable=True),
+    # When the login that started the family passed MFA (None: it did not); refreshes keep it.
+    sa.Column("mfa_at", sa.Float, nullable=True),
 )
 
 refresh_tokens = sa.Table(
@@ -180,6 +182,9 @@ mfa_factors = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("confirmed_at", sa.Float, nullable=True),
     sa.Column("last_step", sa.BigInteger, nullable=True),
+    # Wrong codes since the last accepted one, and when the last came (brute-force throttle).
+    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("failed_at", sa.Float, nullable=True),
 )
 
 # Access reviews: a vendor org's sponsor recertifies (keep) or removes each vendor principal.

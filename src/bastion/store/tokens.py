@@ -17,6 +17,7 @@ class FamilyRow:
     created_at: float
     revoked_at: float | None
     revoked_reason: str | None
+    mfa_at: float | None = None  # when the login that started the family passed MFA
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,9 +29,18 @@ class RefreshRow:
     rotated_at: float | None
 
 
-def add_family(conn: sa.Connection, family_id: str, principal: str, jkt: str, now: float) -> None:
+def add_family(
+    conn: sa.Connection,
+    family_id: str,
+    principal: str,
+    jkt: str,
+    now: float,
+    mfa_at: float | None = None,
+) -> None:
     conn.execute(
-        token_families.insert().values(id=family_id, principal=principal, jkt=jkt, created_at=now)
+        token_families.insert().values(
+            id=family_id, principal=principal, jkt=jkt, created_at=now, mfa_at=mfa_at
+        )
     )
 
 

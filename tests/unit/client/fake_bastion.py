@@ -18,6 +18,7 @@ import orjson
 from bastion.errors import (
     AuthenticationError,
     BastionError,
+    InsufficientUserAuthentication,
     InvalidClient,
     InvalidGrant,
     InvalidToken,
@@ -65,6 +66,8 @@ class FakeBastion:
     fail_refresh: bool = False
     reject_tokens: int = 0  # how many resource requests to refuse (after they verified)
     reject_with: type[AuthenticationError] = InvalidToken
+    step_up: int = 0  # how many resource requests to answer with a step-up challenge (RFC 9470)
+    mfa_codes: list[str | None] = field(default_factory=list)  # per token request
 
     def __post_init__(self) -> None:
         self.issuer = IssuerKey.generate()
@@ -98,6 +101,7 @@ class FakeBastion:
         form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
         grant = form.get("grant_type", "")
         self.grants.append(grant)
+        self.mfa_codes.append(form.get("mfa_code"))
         now = self.clock()
         try:
             proof = self.dpop.verify(
@@ -168,8 +172,13 @@ class FakeBastion:
             if self.reject_tokens:
                 self.reject_tokens -= 1
                 raise self.reject_with("the token family is locked")
+            if self.step_up:
+                self.step_up -= 1
+                raise InsufficientUserAuthentication("a recent MFA login is needed", 300)
         except AuthenticationError as error:
             challenge = f'DPoP error="{error.code}", error_description="{error.message}"'
+            if isinstance(error, InsufficientUserAuthentication):
+                challenge += f", max_age={error.max_age}"
             return 401, {"www-authenticate": challenge}, orjson.dumps({"error": error.code})
         seen.status, seen.sub = 200, claims.sub
         return 200, {"content-type": "application/json"}, _answer(path, claims.sub)

@@ -23,6 +23,8 @@ def upgrade() -> None:
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("confirmed_at", sa.Float, nullable=True),
         sa.Column("last_step", sa.BigInteger, nullable=True),
+        sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("failed_at", sa.Float, nullable=True),
     )
     op.create_table(
         "reviews",
@@ -44,9 +46,13 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("principals") as batch:
         batch.add_column(sa.Column("last_active_at", sa.Float, nullable=True))
+    with op.batch_alter_table("token_families") as batch:
+        batch.add_column(sa.Column("mfa_at", sa.Float, nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("token_families") as batch:
+        batch.drop_column("mfa_at")
     with op.batch_alter_table("principals") as batch:
         batch.drop_column("last_active_at")
     for table in ("review_decisions", "reviews", "mfa_factors"):
