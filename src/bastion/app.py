@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from functools import partial
 
 import httpx2
 from starlette.applications import Starlette
@@ -30,6 +31,7 @@ from bastion.access.sweep import LifecycleSweeper
 from bastion.api.access import AccessRoutes
 from bastion.api.app import create_admin_api
 from bastion.api.audit import AuditRoutes
+from bastion.api.detection import DetectionRoutes
 from bastion.api.directory import DirectoryRoutes
 from bastion.api.locks import LockRoutes
 from bastion.api.principals import PrincipalRoutes
@@ -40,6 +42,11 @@ from bastion.audit.commitment import Committer
 from bastion.audit.log import AuditLog
 from bastion.audit.recorder import AuditRecorder
 from bastion.config import BastionConfig, load_config
+from bastion.detect.detectors import default_detectors
+from bastion.detect.risk import RiskBoard
+from bastion.detect.service import DetectionService
+from bastion.detect.sigma import load_rules
+from bastion.detect.signals import SignalsLoader
 from bastion.gateway.asgi import Gateway, GatewayLimits
 from bastion.gateway.auth import Authenticator
 from bastion.gateway.net import Network, parse_networks, source_ip
@@ -86,6 +93,7 @@ class Services:
     sweeper: LifecycleSweeper
     dpop: DPoPVerifier
     mfa: MfaService
+    detection: DetectionService
 
 
 class BastionApp:
@@ -124,6 +132,11 @@ def _build(
 ) -> tuple[_Parts, BastionConfig]:
     issuer_url = settings.public_url or "http://127.0.0.1:8080"
     config = load_config(settings.config_file)
+    rules_dir = settings.config_file.parent  # detection.rules paths are relative to bastion.yaml
+    if config.detection.enabled and config.detection.rules:
+        load_rules(config.detection.rules, rules_dir)  # a bad rule stops startup, as config does
+    signals = SignalsLoader(settings.config_file)
+    signals.load(config)  # a missing or corrupt MMDB file or a bad classifier stops startup too
     store = Store(settings.resolved_database_url)
     store.migrate()
     sync_config_principals(store, config, now=time.time())
@@ -132,7 +145,12 @@ def _build(
     streams = StreamRegistry()
     holder.on_swap(streams.on_swap)
     sync = StateSync(
-        store, holder, settings.config_file, env=env, poll_interval=settings.state_poll_interval
+        store,
+        holder,
+        settings.config_file,
+        env=env,
+        poll_interval=settings.state_poll_interval,
+        signals=signals,
     )
     keys = audit_keys.load_or_create(settings.state_dir)
     audit = AuditLog(
@@ -162,6 +180,16 @@ def _build(
         mfa=mfa,
         clock=clock,
     )
+    risk = RiskBoard(half_life=config.detection.risk.half_life_minutes * 60.0)
+    detection = DetectionService(
+        store,
+        audit,
+        recorder,
+        holder,
+        risk,
+        clock=clock,
+        detectors=partial(default_detectors, base_dir=rules_dir),
+    )
     reviews = ReviewService(store, audit, LockService(store, audit, clock), clock)
     dormancy = DormancyService(store, audit, clock)
     services = Services(
@@ -182,6 +210,7 @@ def _build(
         sweeper=LifecycleSweeper(reviews, dormancy, holder, sync.reload),
         dpop=dpop,
         mfa=mfa,
+        detection=detection,
     )
     parts = _Parts(
         services=services,
@@ -207,6 +236,7 @@ def _lifespan(parts: _Parts) -> Callable[[Starlette], AbstractAsyncContextManage
             asyncio.create_task(services.recorder.run()),
             asyncio.create_task(parts.checkpointer.run()),
             asyncio.create_task(services.sweeper.run()),
+            asyncio.create_task(services.detection.run()),
         ]
         try:
             yield
@@ -217,6 +247,7 @@ def _lifespan(parts: _Parts) -> Callable[[Starlette], AbstractAsyncContextManage
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await services.recorder.flush()
+            await services.detection.stop()
             await parts.checkpointer.once()
             await parts.proxy.aclose()
             services.sync.deregister()
@@ -225,7 +256,7 @@ def _lifespan(parts: _Parts) -> Callable[[Starlette], AbstractAsyncContextManage
     return lifespan
 
 
-def _control(parts: _Parts) -> Starlette:
+def _control(parts: _Parts, clock: Callable[[], float] = time.time) -> Starlette:
     """Everything but the hot path: token and enrollment endpoints, the admin API, health."""
     services, proxies = parts.services, parts.proxies
 
@@ -258,6 +289,9 @@ def _control(parts: _Parts) -> Starlette:
             services.sync.reload,
         ),
         locks=LockRoutes(services.locks, services.holder, services.sync.reload),
+        detection=DetectionRoutes(services.detection),
+        recorder=services.recorder,
+        clock=clock,
         reviews=ReviewRoutes(services.reviews, services.holder, services.sync.reload),
     )
 
@@ -310,6 +344,7 @@ def create_app(
         ),
         public_url=parts.issuer_url,
         trusted_proxies=parts.proxies,
+        risk=services.detection.risk,
         clock=clock,
     )
-    return BastionApp(gateway, _control(parts), services)
+    return BastionApp(gateway, _control(parts, clock), services)

@@ -22,6 +22,7 @@ from pathlib import Path
 import anyio
 
 from bastion.config import BastionConfig, load_config
+from bastion.detect.signals import NO_SIGNALS, Signals, SignalsLoader
 from bastion.errors import BastionError
 from bastion.policy.holder import SnapshotHolder
 from bastion.policy.snapshot import Snapshot, build_snapshot
@@ -67,7 +68,9 @@ def sync_config_principals(store: Store, config: BastionConfig, now: float) -> N
             state.bump_epoch(conn)
 
 
-def read_snapshot(store: Store, config: BastionConfig, env: Mapping[str, str]) -> Snapshot:
+def read_snapshot(
+    store: Store, config: BastionConfig, env: Mapping[str, str], signals: Signals = NO_SIGNALS
+) -> Snapshot:
     """Build a snapshot from a loaded config and the store's contents (blocking I/O)."""
     now = time.time()
     with store.read() as conn:
@@ -86,6 +89,7 @@ def read_snapshot(store: Store, config: BastionConfig, env: Mapping[str, str]) -
         env=env,
         grants=grants,
         reviews=reviews,
+        signals=signals,
     )
 
 
@@ -99,6 +103,7 @@ class StateSync:
         env: Mapping[str, str] | None = None,
         poll_interval: float = 0.25,
         kind: str = "gateway",
+        signals: SignalsLoader | None = None,
     ) -> None:
         self._store = store
         self._holder = holder
@@ -109,6 +114,10 @@ class StateSync:
         self._config: BastionConfig | None = None
         self._config_error: str | None = None
         self._config_stamp: tuple[int, int] | None = None
+        # Gateway-side detection signals (MMDB databases, content classifier): loaded with the
+        # config, so a database that fails keeps the last good config in force.
+        self._signals_loader = signals or SignalsLoader(config_file)
+        self._signals = NO_SIGNALS
         self.process = state.ProcessRow(
             id=f"{kind}-{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}",
             kind=kind,
@@ -133,7 +142,9 @@ class StateSync:
         if self._config is None or stamp != self._config_stamp:
             self._config_stamp = stamp
             try:
-                self._config = load_config(self._config_file)
+                config = load_config(self._config_file)
+                self._signals = self._signals_loader.load(config)
+                self._config = config
                 self._config_error = None
                 sync_config_principals(self._store, self._config, time.time())
             except BastionError as exc:
@@ -142,7 +153,7 @@ class StateSync:
                 self._config_error = exc.message
                 if self._config is None:
                     raise
-        return read_snapshot(self._store, self._config, self._env)
+        return read_snapshot(self._store, self._config, self._env, self._signals)
 
     async def reload(self) -> Snapshot | None:
         """Rebuild and swap now. Returns the new snapshot, or None if the build failed."""

@@ -226,6 +226,7 @@ class AccessService:
 
     def _event(self, actor: str, name: str, request: RequestRow, reason: str) -> AdminAction:
         return AdminAction(
+            time=self._clock(),
             actor=actor,
             action=name,
             target_type="principal",

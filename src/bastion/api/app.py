@@ -16,6 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from bastion.audit.events import AdminAction
+from bastion.audit.recorder import AuditRecorder
 from bastion.errors import (
     AccessDenied,
     BadRequest,
@@ -31,6 +33,7 @@ from bastion.policy.holder import SnapshotHolder
 
 from .access import AccessRoutes
 from .audit import AuditRoutes
+from .detection import DetectionRoutes
 from .directory import DirectoryRoutes
 from .locks import LockRoutes
 from .principals import PrincipalRoutes
@@ -47,12 +50,19 @@ def _render(error: BastionError) -> Response:
 
 
 def guard(
-    holder: SnapshotHolder, authenticator: Authenticator, public_url: str, action: str
+    holder: SnapshotHolder,
+    authenticator: Authenticator,
+    public_url: str,
+    action: str,
+    recorder: AuditRecorder | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> Guard:
-    """A dependency: the authenticated caller, allowed by Cedar to perform ``action``."""
+    """A dependency: the authenticated caller, allowed by Cedar to perform ``action``. A refusal
+    of an authenticated caller is recorded (``admin.denied``): control-plane probing by a valid
+    credential is exactly what detection (D13) needs to see."""
 
     async def dependency(request: Request) -> Caller:
-        now = time.time()
+        now = clock()
         claims = authenticator.authenticate(
             authorization=[v.encode("latin-1") for v in request.headers.getlist("authorization")],
             dpop=[v.encode("latin-1") for v in request.headers.getlist("dpop")],
@@ -68,9 +78,20 @@ def guard(
             snapshot, caller, action
         )
         if not decision.allowed:
-            raise AccessDenied(
-                f"{action} denied ({', '.join(decision.reasons)})", tuple(decision.reasons)
-            )
+            if recorder is not None:
+                recorder.record(
+                    AdminAction(
+                        time=now,
+                        actor=caller.principal,
+                        action="admin.denied",
+                        target_type="route",
+                        target=f"{request.method} {request.url.path}"[:200],
+                        reason=", ".join(decision.reasons),
+                        detail={"admin_action": action, "org": caller.org},
+                    )
+                )
+            shown = decision.shown()  # a honeytoken is told not_granted; the event says why
+            raise AccessDenied(f"{action} denied ({', '.join(shown)})", tuple(shown))
         return caller
 
     return dependency
@@ -87,6 +108,9 @@ def create_admin_api(
     principals: PrincipalRoutes,
     locks: LockRoutes,
     reviews: ReviewRoutes,
+    detection: DetectionRoutes | None = None,
+    recorder: AuditRecorder | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> FastAPI:
     api = FastAPI(
         title="Bastion admin API",
@@ -119,9 +143,19 @@ def create_admin_api(
         log.exception("unexpected admin API error on %s", request.url.path)
         return _render(BastionError("internal error"))
 
-    audit.register(api, guard(holder, authenticator, public_url, "audit_read"))
-    access.register(api, lambda action: guard(holder, authenticator, public_url, action))
+    if detection is not None:
+        detection.register(
+            api, guard(holder, authenticator, public_url, "audit_read", recorder, clock)
+        )
+    audit.register(api, guard(holder, authenticator, public_url, "audit_read", recorder, clock))
+    access.register(
+        api, lambda action: guard(holder, authenticator, public_url, action, recorder, clock)
+    )
     for routes in (directory, principals, locks):
-        routes.register(api, lambda action: guard(holder, authenticator, public_url, action))
-    reviews.register(api, lambda action: guard(holder, authenticator, public_url, action))
+        routes.register(
+            api, lambda action: guard(holder, authenticator, public_url, action, recorder, clock)
+        )
+    reviews.register(
+        api, lambda action: guard(holder, authenticator, public_url, action, recorder, clock)
+    )
     return api

@@ -65,6 +65,17 @@ class RequestDecided(Event):
     tokens_in: int | None = None
     tokens_out: int | None = None
     latency_ms: float = 0.0
+    # Detection signals computed at the gateway (never request content): the caller's user agent
+    # (printable, at most 200 characters); the content classifier's label and score (D10); whether
+    # the upstream refused to answer; the source's ASN, country and origin (D11:
+    # anonymizer | hosting) from the IP intelligence databases.
+    client: str = ""
+    content_label: str = ""
+    content_score: float = 0.0
+    refused: bool = False
+    asn: int = 0
+    country: str = ""
+    origin: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,7 +128,26 @@ class TokenEvent(Event):
     reason: str = ""
     act: tuple[str, ...] = ()  # delegation: who acted for ``principal`` (RFC 8693)
     amr: tuple[str, ...] = ()  # how an issued token's caller authenticated: pop, otp
+    client: str = ""  # the caller's user agent (printable, at most 200 characters)
 
     @property
     def event_name(self) -> str:
         return f"token.{self.action}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FindingRaised(Event):
+    """The detection engine raised a new finding (repeats update the stored finding only)."""
+
+    name: ClassVar[str] = "finding.raised"
+    finding: str
+    detection: str
+    severity: str
+    status: str
+    entity_type: str
+    entity: str
+    principal: str
+    org: str
+    explanation: str
+    evidence: tuple[str, ...]
+    techniques: tuple[str, ...] = ()

@@ -19,9 +19,10 @@ from rich.markup import escape
 
 from bastion.errors import BastionError, ConfigError
 
-from . import access, admin, audit, client_cmds, events, server
+from . import access, admin, audit, client_cmds, events, findings, server
 from . import mfa as mfa_cmds
 from . import review as review_cmds
+from . import simulate as simulate_cmds
 from .context import Context
 
 app = typer.Typer(
@@ -57,6 +58,8 @@ audit.register(app)
 access.register(app)
 review_cmds.register(app)
 mfa_cmds.register(app)
+findings.register(app)
+simulate_cmds.register(app)
 
 
 def main() -> None:

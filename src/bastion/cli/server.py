@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from bastion.config import example_config_text, load_config
+from bastion.detect.signals import SignalsLoader
 from bastion.errors import BadRequest
 from bastion.identity.keys import IssuerKey
 
@@ -48,7 +49,11 @@ def register(app: typer.Typer) -> None:
     def check(ctx: typer.Context) -> None:
         """Validate bastion.yaml without starting anything."""
         c: Context = ctx.obj
+        from bastion.detect.sigma import load_rules  # pySigma: only when checking
+
         config = load_config(c.settings.config_file)
+        rules = load_rules(config.detection.rules, c.settings.config_file.parent)
+        signals = SignalsLoader(c.settings.config_file).load(config)  # MMDB files, classifier
         missing = sorted(
             {u.api_key_env for u in config.upstreams.values() if u.api_key_env} - set(os.environ)
         )
@@ -57,6 +62,13 @@ def register(app: typer.Typer) -> None:
             f"{len(config.models)} models, {len(config.compartments)} compartments, "
             f"{len(config.orgs)} orgs, {len(config.principals)} principals"
         )
+        if config.detection.rules:
+            out.print(
+                f"Sigma rules: ok — {len(rules.detections)} detection rules, "
+                f"{len(rules.correlations)} correlations"
+            )
+        if signals.ip_intel is not None:
+            out.print("IP intelligence databases: ok")
         for name in missing:
             out.print(f"[yellow]warning:[/] {name} is not set: its upstream will refuse requests")
 

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from enum import StrEnum
 from functools import cached_property
-from typing import Annotated, Any, TypeAlias
+from typing import Annotated, Any, Literal, TypeAlias
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from .detection import Detection
 from .federation import Federation
 from .vendor import Cidr, Contract, WorkingHours
 
@@ -418,6 +419,9 @@ class Org(_Frozen):
     working_hours: WorkingHours | None = None
     # Access reviews (vendor orgs only): the sponsor recertifies every principal this often.
     review_every_days: Annotated[StrictInt, Field(ge=1, le=365)] | None = None
+    # D11: origins the org's callers may come from (anonymizer services, hosting providers) for
+    # restricted and critical compartments, when detection.ip_intel names the databases.
+    allowed_origins: tuple[Literal["anonymizer", "hosting"], ...] = ()
 
     @model_validator(mode="after")
     def _reviews_are_for_vendors(self) -> Org:
@@ -482,6 +486,7 @@ class BastionConfig(_Frozen):
     audit: AuditOptions = Field(default_factory=AuditOptions)
     lifecycle: Lifecycle = Field(default_factory=Lifecycle)
     federation: Federation = Field(default_factory=Federation)
+    detection: Detection = Field(default_factory=Detection)
 
     @cached_property
     def _models_by_name(self) -> Mapping[str, Model]:
@@ -505,6 +510,7 @@ class BastionConfig(_Frozen):
             *self._sponsor_problems(),
             *self._access_problems(),
             *self._federation_problems(),
+            *self._content_problems(),
         ]
         if not self.orgs:
             problems.append((("orgs",), "declare at least one org: every principal belongs to one"))
@@ -567,6 +573,14 @@ class BastionConfig(_Frozen):
             for index, org in enumerate(issuer.orgs):
                 if org not in self.orgs:
                     yield (*path, "orgs", index), _unknown("org", org, self.orgs)
+
+    def _content_problems(self) -> Iterator[tuple[KeyPath, str]]:
+        for index, name in enumerate(self.detection.content.compartments):
+            if name not in self.compartments:
+                yield (
+                    ("detection", "content", "compartments", index),
+                    _unknown("compartment", name, self.compartments),
+                )
 
     def _sponsor_problems(self) -> Iterator[tuple[KeyPath, str]]:
         for name, org in self.orgs.items():

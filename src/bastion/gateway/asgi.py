@@ -20,6 +20,10 @@ from starlette.types import Message, Receive, Scope, Send
 
 from bastion.audit.events import RequestAuthorized, RequestDecided, new_event_id
 from bastion.audit.recorder import AuditRecorder, AuditUnavailable
+from bastion.detect.inline import FamilyTracker
+from bastion.detect.ipintel import NO_ORIGIN, Origin
+from bastion.detect.risk import RiskBoard
+from bastion.detect.signals import client_fingerprint
 from bastion.errors import (
     AccessDenied,
     BadRequest,
@@ -43,7 +47,7 @@ from bastion.policy.mfa import max_mfa_age
 from bastion.policy.snapshot import ModelRoute, Snapshot
 from bastion.policy.stepup import decide_with_step_up
 
-from .auth import Authenticator, caller_of, request_url
+from .auth import Authenticator, caller_of, request_url, with_risk
 from .net import Network, source_ip
 from .proxy import UpstreamProxy, response_headers
 from .quotas import QuotaBuckets
@@ -77,6 +81,7 @@ class Exchange:
     route: str
     source_ip: str
     started: float
+    at: float = field(default_factory=time.time)  # the gateway clock when the request came in
     event_id: str = field(default_factory=new_event_id)
     caller: Caller | None = None
     model: str | None = None
@@ -89,6 +94,9 @@ class Exchange:
     error: str | None = None
     recorded: bool = False
     hide_usage: UsageChunkFilter | None = None  # set when Bastion asked for usage, not the caller
+    client: str = ""  # detection signals: user agent, content label, source origin
+    content: tuple[str, float] | None = None
+    origin: Origin = NO_ORIGIN
 
     def authorized(self) -> RequestAuthorized:
         assert self.caller is not None
@@ -96,6 +104,7 @@ class Exchange:
         assert self.model is not None
         assert self.compartment is not None
         return RequestAuthorized(
+            time=self.at,
             principal=self.caller.principal,
             org=self.caller.org,
             model=self.model,
@@ -113,6 +122,7 @@ class Exchange:
         decision = self.decision
         return RequestDecided(
             id=self.event_id,
+            time=self.at,
             principal=self.caller.principal if self.caller else None,
             org=self.caller.org if self.caller else None,
             model=self.model,
@@ -133,6 +143,13 @@ class Exchange:
             tokens_in=self.meter.tokens_in if self.meter else None,
             tokens_out=self.meter.tokens_out if self.meter else None,
             latency_ms=round((time.perf_counter() - self.started) * 1000, 3),
+            client=self.client,
+            content_label=self.content[0] if self.content else "",
+            content_score=self.content[1] if self.content else 0.0,
+            refused=bool(self.meter and self.meter.refused),
+            asn=self.origin.asn,
+            country=self.origin.country,
+            origin=self.origin.origin,
         )
 
 
@@ -143,6 +160,7 @@ class _Headers:
     host: str | None = None
     forwarded_for: str | None = None
     content_length: int | None = None
+    user_agent: bytes | None = None
     size: int = 0
 
 
@@ -159,6 +177,8 @@ def _scan_headers(raw: list[tuple[bytes, bytes]]) -> _Headers:
         elif name == b"x-forwarded-for":  # repeated headers are one comma-joined list
             hops = value.decode("latin-1")
             found.forwarded_for = f"{found.forwarded_for}, {hops}" if found.forwarded_for else hops
+        elif name == b"user-agent":
+            found.user_agent = value
         elif name == b"content-length":
             try:
                 found.content_length = int(value)
@@ -180,9 +200,12 @@ class Gateway:
         limits: GatewayLimits,
         public_url: str = "",
         trusted_proxies: tuple[Network, ...] = (),
+        risk: RiskBoard | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._holder = holder
+        self._risk = risk
+        self._families = FamilyTracker()
         self._auth = authenticator
         self._proxy = proxy
         self._recorder = recorder
@@ -198,7 +221,10 @@ class Gateway:
         method: str = scope["method"]
         peer = scope.get("client") or ("", 0)
         exchange = Exchange(
-            route=f"{method} {path}", source_ip=peer[0], started=time.perf_counter()
+            route=f"{method} {path}",
+            source_ip=peer[0],
+            started=time.perf_counter(),
+            at=self._clock(),
         )
         started = False
 
@@ -242,6 +268,9 @@ class Gateway:
         if headers.size > self._limits.max_header_bytes:
             raise HeadersTooLarge("request headers are too large")
         exchange.source_ip = source_ip(exchange.source_ip, headers.forwarded_for, self._proxies)
+        exchange.client = client_fingerprint(headers.user_agent)
+        if (current := self._holder.current) is not None:
+            exchange.origin = current.origin(exchange.source_ip)
         now = self._clock()
         url = request_url(
             self._public_url, scope.get("scheme", "http"), headers.host, scope.get("server"), path
@@ -253,12 +282,16 @@ class Gateway:
         if snapshot is None:
             exchange.decision = Decision.deny(Reason.NO_SNAPSHOT, 0)
             raise Unavailable("the gateway has no policy snapshot yet; refusing all requests")
-        exchange.caller = caller_of(snapshot, claims)
+        caller = with_risk(caller_of(snapshot, claims), self._risk, now)
+        if self._families.moved(caller.family, exchange.source_ip, now):
+            caller = replace(caller, family_moved=True)
+        exchange.caller = caller
         if api is None:
             await self._list_models(snapshot, exchange, send, now)
             return
         body = await self._read_body(receive, headers.content_length)
         route, payload = self._route(snapshot, body, api, exchange)
+        exchange.content = snapshot.signals.classify(route.compartment, payload)
         self._decide(snapshot, exchange, route, api, now)
         try:
             self._quotas.admit(
@@ -334,9 +367,9 @@ class Gateway:
                 max_age,
             )
         if not decision.allowed:
+            shown = decision.shown()  # the audit event keeps every reason
             raise AccessDenied(
-                f"access to model {route.name!r} denied ({', '.join(decision.reasons)})",
-                tuple(decision.reasons),
+                f"access to model {route.name!r} denied ({', '.join(shown)})", tuple(shown)
             )
 
     async def _list_models(

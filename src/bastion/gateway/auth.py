@@ -9,7 +9,9 @@ proof key to the token's ``cnf.jkt``. Failures raise ``AuthenticationError`` sub
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
+from bastion.detect.risk import RiskBoard
 from bastion.errors import AuthenticationError, InvalidDPoPProof, InvalidToken
 from bastion.identity.access_tokens import AccessClaims, AccessTokenCodec
 from bastion.identity.dpop import DPoPVerifier, check_binding
@@ -56,6 +58,17 @@ def caller_of(snapshot: Snapshot, claims: AccessClaims) -> Caller:
         actor_org=actor_facts.org if actor_facts else "",
         mfa_at=claims.auth_time,  # set only when the token's login passed MFA
     )
+
+
+def with_risk(caller: Caller, risk: RiskBoard | None, now: float) -> Caller:
+    """The caller with its current risk score (the larger of its own, its org's and, for a
+    delegated token, its actor's) for ``context.risk``."""
+    if risk is None:
+        return caller
+    score = risk.risk(caller.principal, caller.org, now)
+    if caller.actor:
+        score = max(score, risk.risk(caller.actor, caller.actor_org, now))
+    return replace(caller, risk=score) if score else caller
 
 
 class Authenticator:

@@ -1,7 +1,8 @@
 """Reading token usage out of upstream responses as they stream past, without buffering them.
 
 Server-sent events are scanned line by line for ``data:`` lines that mention usage; plain JSON
-bodies are kept (up to a cap) and parsed once at the end. Unknown shapes yield no usage.
+bodies are kept (up to a cap) and parsed once at the end. Unknown shapes yield no usage. The same
+pass notes whether the upstream refused to answer (a detection signal; never the text).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ class UsageMeter:
         self.event_stream = event_stream
         self.tokens_in: int | None = None
         self.tokens_out: int | None = None
+        # The upstream declined to answer (Anthropic ``stop_reason: refusal``; OpenAI
+        # ``finish_reason: content_filter`` or a ``refusal`` message): a D10 signal.
+        self.refused = False
         self._buffer = bytearray()
         self._overflow = False
 
@@ -39,7 +43,7 @@ class UsageMeter:
         if len(self._buffer) > MAX_LINE:
             self._buffer.clear()
         for line in lines:
-            if line.startswith(b"data:") and b'"usage"' in line:
+            if line.startswith(b"data:") and any(mark in line for mark in _MARKS):
                 self._read(bytes(line[5:].strip()))
 
     def finish(self) -> None:
@@ -54,6 +58,8 @@ class UsageMeter:
             return
         if not isinstance(data, dict):
             return
+        if not self.refused:
+            self.refused = _refusal(self.api, data)
         if self.api == "anthropic":
             self._anthropic(data)
         else:
@@ -77,6 +83,30 @@ class UsageMeter:
             self.tokens_in = tokens_in
         if tokens_out is not None:
             self.tokens_out = tokens_out
+
+
+_MARKS = (b'"usage"', b'"refusal"', b'"content_filter"')
+
+
+def _refusal(api: str, data: dict[str, Any]) -> bool:
+    """Whether a response body or stream event says the model refused."""
+    if api == "anthropic":
+        delta = data.get("delta")
+        reason = delta.get("stop_reason") if isinstance(delta, dict) else data.get("stop_reason")
+        return reason == "refusal"
+    choices = data.get("choices")
+    if not isinstance(choices, list):
+        return False
+    for choice in choices[:8]:
+        if not isinstance(choice, dict):
+            continue
+        if choice.get("finish_reason") == "content_filter":
+            return True
+        for key in ("message", "delta"):
+            part = choice.get(key)
+            if isinstance(part, dict) and isinstance(part.get("refusal"), str) and part["refusal"]:
+                return True
+    return False
 
 
 class UsageChunkFilter:

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bastion.detect.signals import client_fingerprint
 from bastion.errors import BadRequest, BastionError, InvalidDPoPProof, InvalidRequest, OAuthError
 
 from .dpop import DPoPVerifier
@@ -131,7 +132,11 @@ class IdentityEndpoints:
         values = _parse_form(await _read_limited(request))
         url = self._issuer_url(request) + "/oauth/token"
         grant = await self._tokens.token(
-            values, _dpop_headers(request), url, self._source_ip(request)
+            values,
+            _dpop_headers(request),
+            url,
+            self._source_ip(request),
+            client_fingerprint(request.headers.get("user-agent")),
         )
         return JSONResponse(grant.response(), headers=NO_STORE)
 

@@ -88,6 +88,27 @@ class RefreshRefused(InvalidGrant):
         self.family = family.id if family else None
 
 
+class HoneytokenPresented(InvalidGrant):
+    """A honeytoken principal or device key (``detection.honeytokens``) at the token endpoint.
+    The caller gets the answer a disabled principal gets; the audit event says ``honeytoken``."""
+
+    audit_reason = "honeytoken"
+
+    def __init__(self, principal: str, jkt: str) -> None:
+        super().__init__(f"principal {principal!r} is disabled or does not exist")
+        self.principal = principal
+        self.jkt = jkt
+
+
+class PrincipalRefused(InvalidGrant):
+    """A grant refused because of who the principal is (disabled, dormant, locked, key gone):
+    the ``token.refused`` event names the principal, so detection (D9) sees the attempt."""
+
+    def __init__(self, principal: str, message: str) -> None:
+        super().__init__(message)
+        self.principal = principal
+
+
 class _Refresh(Enum):
     OK = "ok"
     UNKNOWN = "unknown"
@@ -138,28 +159,37 @@ class TokenService:
         return snapshot
 
     async def token(
-        self, form: Mapping[str, str], dpop: list[str], url: str, source_ip: str
+        self,
+        form: Mapping[str, str],
+        dpop: list[str],
+        url: str,
+        source_ip: str,
+        user_agent: str = "",
     ) -> TokenGrant:
-        """Run a grant; every refusal is recorded as a ``token.refused`` audit event."""
+        """Run a grant; every refusal is recorded as a ``token.refused`` audit event.
+        ``user_agent`` is the caller's, as recorded (see ``detect.signals.client_fingerprint``)."""
         try:
-            return await self._grant(form, dpop, url, source_ip)
+            return await self._grant(form, dpop, url, source_ip, user_agent)
         except (OAuthError, AuthenticationError) as error:
             self._recorder.record(
                 TokenEvent(
+                    time=self._clock(),
                     actor="anonymous",
                     action="refused",
                     principal=getattr(error, "principal", None),
                     family=getattr(error, "family", None),
+                    jkt=getattr(error, "jkt", None) or None,
                     source_ip=source_ip,
                     error=error.code,
                     grant_type=str(form.get("grant_type", ""))[:40],
-                    reason=error.message,
+                    reason=getattr(error, "audit_reason", error.message),
+                    client=user_agent,
                 )
             )
             raise
 
     async def _grant(
-        self, form: Mapping[str, str], dpop: list[str], url: str, source_ip: str
+        self, form: Mapping[str, str], dpop: list[str], url: str, source_ip: str, user_agent: str
     ) -> TokenGrant:
         for value in form.values():
             if len(value) > MAX_FORM_VALUE:
@@ -172,29 +202,35 @@ class TokenService:
         now = self._clock()
         proof = self._dpop.verify(dpop, method="POST", url=url, access_token=None, now=now)
         if grant_type == "client_credentials":
-            return await self._client_credentials(form, proof, now, source_ip)
+            return await self._client_credentials(form, proof, now, source_ip, user_agent)
         if grant_type == exchange.GRANT_TYPE:
-            return await self._token_exchange(form, proof, now, source_ip)
-        return await self._refresh(form, proof, now, source_ip)
+            return await self._token_exchange(form, proof, now, source_ip, user_agent)
+        return await self._refresh(form, proof, now, source_ip, user_agent)
 
     def _check_principal(
         self, snapshot: Snapshot, principal: str, jkt: str, now: float, family: str = ""
     ) -> None:
+        if snapshot.config.detection.honeytokens.covers(principal, jkt):
+            raise HoneytokenPresented(principal, jkt)
         facts = snapshot.principals.get(principal)
         if facts is None or facts.disabled:
-            raise InvalidGrant(f"principal {principal!r} is disabled or does not exist")
+            raise PrincipalRefused(
+                principal, f"principal {principal!r} is disabled or does not exist"
+            )
         if snapshot.dormant(principal, now):
-            raise InvalidGrant(f"principal {principal!r} is dormant; an admin can enable it again")
+            raise PrincipalRefused(
+                principal, f"principal {principal!r} is dormant; an admin can enable it again"
+            )
         if snapshot.device_key(principal, jkt) is None:
-            raise InvalidGrant("the device key is no longer enrolled")
+            raise PrincipalRefused(principal, "the device key is no longer enrolled")
         targets = [("all", "*"), ("principal", principal), ("org", facts.org), ("key", jkt)]
         if family:
             targets.append(("family", family))
         if snapshot.lock_on(targets, now) is not None:
-            raise InvalidGrant(f"principal {principal!r} is locked")
+            raise PrincipalRefused(principal, f"principal {principal!r} is locked")
 
     async def _client_credentials(
-        self, form: Mapping[str, str], proof: DPoPProof, now: float, source_ip: str
+        self, form: Mapping[str, str], proof: DPoPProof, now: float, source_ip: str, user_agent: str
     ) -> TokenGrant:
         if form.get("client_assertion_type") != ASSERTION_TYPE:
             raise InvalidClient(f"client_assertion_type must be {ASSERTION_TYPE}")
@@ -242,6 +278,7 @@ class TokenService:
             jkt=client.jkt,
             source_ip=source_ip,
             amr=amr,
+            client=user_agent,
         )
 
         def persist() -> None:
@@ -271,7 +308,7 @@ class TokenService:
         return now
 
     async def _token_exchange(
-        self, form: Mapping[str, str], proof: DPoPProof, now: float, source_ip: str
+        self, form: Mapping[str, str], proof: DPoPProof, now: float, source_ip: str, user_agent: str
     ) -> TokenGrant:
         if self._federation is None:
             raise UnsupportedGrantType("token exchange is not enabled on this server")
@@ -307,6 +344,7 @@ class TokenService:
             grant_type="token-exchange",
             act=verified.act,
             reason=f"id token from {verified.holder.issuer}",
+            client=user_agent,
         )
 
         def persist() -> None:
@@ -323,14 +361,18 @@ class TokenService:
         return TokenGrant(access, self._access_ttl, None, family)
 
     def _check_principal_state(self, snapshot: Snapshot, principal: str, now: float) -> None:
+        if snapshot.config.detection.honeytokens.covers(principal):
+            raise HoneytokenPresented(principal, "")
         facts = snapshot.principals.get(principal)
         if facts is None or facts.disabled:
-            raise InvalidGrant(f"principal {principal!r} is disabled or does not exist")
+            raise PrincipalRefused(
+                principal, f"principal {principal!r} is disabled or does not exist"
+            )
         if snapshot.lock_on([("principal", principal), ("org", facts.org)], now) is not None:
-            raise InvalidGrant(f"principal {principal!r} is locked")
+            raise PrincipalRefused(principal, f"principal {principal!r} is locked")
 
     async def _refresh(
-        self, form: Mapping[str, str], proof: DPoPProof, now: float, source_ip: str
+        self, form: Mapping[str, str], proof: DPoPProof, now: float, source_ip: str, user_agent: str
     ) -> TokenGrant:
         presented = form.get("refresh_token")
         if not presented:
@@ -339,7 +381,13 @@ class TokenService:
         digest = refresh_digest(presented)
         new_refresh = secrets.token_urlsafe(32)
         outcome, family = await anyio.to_thread.run_sync(
-            self._rotate, digest, refresh_digest(new_refresh), proof.jkt, now, source_ip
+            self._rotate,
+            digest,
+            refresh_digest(new_refresh),
+            proof.jkt,
+            now,
+            source_ip,
+            user_agent,
         )
         if outcome is _Refresh.REUSED:
             await self._on_change()
@@ -377,7 +425,13 @@ class TokenService:
         return TokenGrant(access, self._access_ttl, new_refresh, family.id)
 
     def _rotate(
-        self, digest: str, new_digest: str, jkt: str, now: float, source_ip: str
+        self,
+        digest: str,
+        new_digest: str,
+        jkt: str,
+        now: float,
+        source_ip: str,
+        user_agent: str = "",
     ) -> tuple[_Refresh, token_rows.FamilyRow | None]:
         """One transaction: find, check and rotate the refresh token; on reuse revoke and lock
         the family. Returns what happened and the family."""
@@ -412,6 +466,7 @@ class TokenService:
                 family=family.id,
                 jkt=jkt,
                 source_ip=source_ip,
+                client=user_agent,
             )
             self._audit.append(conn, [event])
             return _Refresh.OK, family

@@ -35,6 +35,10 @@ class Caller:
     actor_org: str = ""
     # When the token's login passed MFA (its ``auth_time``); None when it did not.
     mfa_at: float | None = None
+    # The detection engine's risk score (0-100) for this caller when the request came in.
+    risk: int = 0
+    # D2 inline: this token family was used from another network moments ago (two places at once).
+    family_moved: bool = False
 
     def acting(self) -> Caller:
         """The actor as a caller of its own (same key and family)."""
@@ -44,6 +48,7 @@ class Caller:
             jkt=self.jkt,
             family=self.family,
             mfa_at=self.mfa_at,  # the actor holds the key: the token's MFA is the actor's
+            risk=self.risk,
         )
 
 
@@ -69,6 +74,14 @@ class RequestFacts:
     delegated_grant: bool = False
     # The compartment asks for no MFA, or the caller's MFA is recent enough (step-up, RFC 9470).
     mfa_fresh: bool = True
+    # The detection engine's risk score, and whether it reached detection.risk.forbid_critical_at.
+    risk: int = 0
+    risk_high: bool = False
+    family_moved: bool = False
+    # D14: the caller (principal or device key) is a honeytoken. D11: the source address is an
+    # anonymizer or hosting provider the caller's org has not declared in allowed_origins.
+    honeytoken: bool = False
+    undeclared_origin: bool = False
 
     def context(self) -> dict[str, object]:
         return {
@@ -86,6 +99,11 @@ class RequestFacts:
             "jit_granted": self.jit_granted,
             "delegated_grant": self.delegated_grant,
             "mfa_fresh": self.mfa_fresh,
+            "risk": self.risk,
+            "risk_high": self.risk_high,
+            "family_moved": self.family_moved,
+            "honeytoken": self.honeytoken,
+            "undeclared_origin": self.undeclared_origin,
         }
 
 
@@ -187,7 +205,8 @@ def authorize_admin(snapshot: Snapshot, caller: Caller, action: str) -> Decision
         return Decision.deny(Reason.FORBIDDEN_BY_POLICY, snapshot.epoch)
     if caller.principal not in snapshot.principals:
         return Decision.deny(Reason.UNKNOWN_PRINCIPAL, snapshot.epoch)
-    facts = RequestFacts(token_bound=True, source_ip="", api="admin")
+    honeytoken = snapshot.config.detection.honeytokens.covers(caller.principal, caller.jkt)
+    facts = RequestFacts(token_bound=True, source_ip="", api="admin", honeytoken=honeytoken)
     request = {
         "principal": {"type": f"{NS}::Principal", "id": caller.principal},
         "action": {"type": f"{NS}::Action", "id": action},

@@ -29,6 +29,10 @@ class Reason(StrEnum):
     REVIEW_OVERDUE = "review_overdue"
     DORMANT_PRINCIPAL = "dormant_principal"
     INSUFFICIENT_USER_AUTHENTICATION = "insufficient_user_authentication"  # step-up (RFC 9470)
+    RISK_TOO_HIGH = "risk_too_high"
+    TOKEN_FAMILY_MOVED = "token_family_moved"  # noqa: S105 (a reason, not a secret)
+    HONEYTOKEN = "honeytoken"  # D14; shown to the caller as not_granted (see Decision.shown)
+    UNDECLARED_ORIGIN = "undeclared_origin"  # D11
     NO_SNAPSHOT = "no_snapshot"
     LOCKED_ALL = "locked_all"
     LOCKED_PRINCIPAL = "locked_principal"
@@ -46,6 +50,10 @@ class Reason(StrEnum):
             return cls.FORBIDDEN_BY_POLICY
 
 
+# Reasons recorded in the audit log but never shown to the caller.
+CONCEALED = frozenset({Reason.HONEYTOKEN})
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     allowed: bool
@@ -56,6 +64,14 @@ class Decision:
     @classmethod
     def deny(cls, reason: Reason, epoch: int, policies: tuple[str, ...] = ()) -> Decision:
         return cls(False, (reason,), policies, epoch)
+
+    def shown(self) -> tuple[Reason, ...]:
+        """The reasons the caller is told. A decision involving a honeytoken shows only the
+        generic ``not_granted``, so whoever holds the decoy cannot tell it tripped a wire; the
+        audit event keeps the real reasons."""
+        if any(reason in CONCEALED for reason in self.reasons):
+            return (Reason.NOT_GRANTED,)
+        return self.reasons
 
     def describe(self) -> str:
         """A human sentence for an error message (reasons only, never request content)."""

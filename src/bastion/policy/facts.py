@@ -8,12 +8,15 @@ window or sponsor fails closed (the facts are false). For
 everyone: whether a time-bound grant covers the compartment at this second, and whether the
 caller is dormant (idle past the lifecycle limit). For a vendor principal also: whether its org's
 access review is overdue (the Cedar policy limits that to restricted compartments and above).
+Detection's inline checks: whether the caller's principal or device key is a honeytoken (D14),
+and whether the source is an anonymizer or hosting origin its org has not declared (D11).
 """
 
 from __future__ import annotations
 
 from bastion.config.models import OrgKind
 from bastion.config.vendor import network_allows
+from bastion.detect.ipintel import undeclared
 
 from .authorize import Caller, RequestFacts
 from .mfa import mfa_fresh
@@ -38,6 +41,9 @@ def request_facts(
     hours_ok = hours is None or hours.covers(now)
     org = config.orgs.get(caller.org)
     dormant = snapshot.dormant(caller.principal, now)
+    risk_high = caller.risk >= config.detection.risk.forbid_critical_at
+    honeytoken = config.detection.honeytokens.covers(caller.principal, caller.jkt)
+    origin = undeclared(snapshot.origin(source_ip).origin, org.allowed_origins if org else ())
     if org is None or org.kind is not OrgKind.VENDOR:
         return RequestFacts(
             token_bound=True,
@@ -48,6 +54,11 @@ def request_facts(
             jit_granted=granted,
             mfa_fresh=mfa_fresh(snapshot, caller, compartment, api, now),
             dormant=dormant,
+            risk=caller.risk,
+            risk_high=risk_high,
+            family_moved=caller.family_moved,
+            honeytoken=honeytoken,
+            undeclared_origin=origin,
         )
     sponsor = snapshot.principals.get(org.sponsor) if org.sponsor else None
     return RequestFacts(
@@ -66,4 +77,9 @@ def request_facts(
         mfa_fresh=mfa_fresh(snapshot, caller, compartment, api, now),
         review_overdue=snapshot.review_overdue(caller.org, now),
         dormant=dormant,
+        risk=caller.risk,
+        risk_high=risk_high,
+        family_moved=caller.family_moved,
+        honeytoken=honeytoken,
+        undeclared_origin=origin,
     )

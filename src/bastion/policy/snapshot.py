@@ -17,6 +17,8 @@ from typing import Any
 import cedarpy
 
 from bastion.config.models import AuditMode, BastionConfig, Quotas, TokenBinding
+from bastion.detect.ipintel import Origin
+from bastion.detect.signals import NO_SIGNALS, Signals
 from bastion.errors import ConfigError
 from bastion.store.access import GrantRow
 from bastion.store.keys import DeviceKeyRow
@@ -106,6 +108,8 @@ class Snapshot:
     # the idle time after which a principal is dormant (None: never).
     activity: Mapping[str, float] = field(default_factory=dict)
     dormant_after: float | None = None
+    # Gateway-side detection signals (content classifier, IP intelligence), loaded with the config.
+    signals: Signals = field(default=NO_SIGNALS, repr=False, compare=False)
     # Memo of Cedar decisions for this snapshot (decisions are pure functions of the snapshot
     # and the request facts); bounded, and gone with the snapshot on the next swap.
     decisions: dict[Hashable, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -132,6 +136,10 @@ class Snapshot:
             return False
         last = self.activity.get(principal)
         return last is None or now - last >= self.dormant_after
+
+    def origin(self, address: str) -> Origin:
+        """ASN, country and origin of a source address (empty without IP intelligence)."""
+        return self.signals.origin(address)
 
     def device_key(self, principal: str, jkt: str) -> Mapping[str, str] | None:
         entry = self.device_keys.get(jkt)
@@ -347,6 +355,7 @@ def build_snapshot(
     grants: Sequence[GrantRow] = (),
     reviews: Sequence[ReviewRow] = (),
     policy_text: tuple[str, str] | None = None,
+    signals: Signals = NO_SIGNALS,
 ) -> Snapshot:
     """Build a snapshot from the config and rows read from the store (pure; raises on error)."""
     schema_text, policies = policy_text or load_policy_text()
@@ -372,4 +381,5 @@ def build_snapshot(
             if config.lifecycle.dormant_after_days is not None
             else None
         ),
+        signals=signals,
     )

@@ -209,3 +209,34 @@ review_decisions = sa.Table(
     sa.Column("decided_by", sa.String(64), nullable=False),
     sa.Column("at", sa.Float, nullable=False),
 )
+
+# Detection: findings (deduplicated per detection and entity) and the engine's state snapshot
+# (per detector, plus the audit log position it has processed up to) so it resumes after a restart.
+findings = sa.Table(
+    "findings",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("detection", sa.String(80), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("confidence", sa.Float, nullable=False),
+    sa.Column("techniques", sa.Text, nullable=False),  # JSON list
+    sa.Column("entity_type", sa.String(16), nullable=False),
+    sa.Column("entity", sa.String(200), nullable=False),
+    sa.Column("principal", sa.String(64), nullable=False),
+    sa.Column("org", sa.String(64), nullable=False),
+    sa.Column("explanation", sa.String(1000), nullable=False),
+    sa.Column("evidence", sa.Text, nullable=False),  # JSON list of audit event ids
+    sa.Column("first_seen", sa.Float, nullable=False),
+    sa.Column("last_seen", sa.Float, nullable=False, index=True),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Index("ix_findings_entity", "detection", "entity_type", "entity"),
+)
+
+detector_state = sa.Table(
+    "detector_state",
+    metadata,
+    sa.Column("key", sa.String(80), primary_key=True),
+    sa.Column("data", sa.Text, nullable=False),  # JSON
+    sa.Column("saved_at", sa.Float, nullable=False),
+)

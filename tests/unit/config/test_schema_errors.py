@@ -203,7 +203,7 @@ def test_unknown_key_without_a_close_match_lists_the_keys() -> None:
     assert problems(text) == [
         "bastion.yaml:14: orgs.lab.manager: unknown key (expected one of: kind, description, "
         "sponsor, contract, allowed_networks, seat_limit, ceiling, working_hours, "
-        "review_every_days)"
+        "review_every_days, allowed_origins)"
     ]
 
 
@@ -299,8 +299,8 @@ def test_entry_of_the_wrong_shape_lists_its_keys() -> None:
     text = edit("  lab: {kind: internal}", "  lab: internal")
     assert problems(text) == [
         "bastion.yaml:14: orgs.lab: must be a mapping with keys kind, description, sponsor, "
-        "contract, allowed_networks, seat_limit, ceiling, working_hours, review_every_days "
-        "(got 'internal')"
+        "contract, allowed_networks, seat_limit, ceiling, working_hours, review_every_days, "
+        "allowed_origins (got 'internal')"
     ]
 
 

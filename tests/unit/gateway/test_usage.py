@@ -313,3 +313,53 @@ def test_usage_chunk_filter_hides_only_the_usage_chunk_at_any_split() -> None:
         hide = UsageChunkFilter()
         out = hide.feed(stream[:cut]) + hide.feed(stream[cut:]) + hide.finish()
         assert out == expected, cut
+
+
+# -- refusals (a D10 signal) ----------------------------------------------------------------------
+
+
+def _metered(api: str, body: bytes, event_stream: bool) -> UsageMeter:
+    meter = UsageMeter(api, event_stream)
+    for start in range(0, len(body), 7):  # in awkward pieces
+        meter.feed(body[start : start + 7])
+    meter.finish()
+    return meter
+
+
+REFUSALS = [
+    ("openai", _sse({"choices": [{"delta": {}, "finish_reason": "content_filter"}]}), True),
+    ("openai", _sse({"choices": [{"delta": {"refusal": "I can't help with that."}}]}), True),
+    (
+        "openai",
+        orjson.dumps({"choices": [{"message": {"content": None, "refusal": "No."}}]}),
+        False,
+    ),
+    (
+        "anthropic",
+        _sse({"type": "message_delta", "delta": {"stop_reason": "refusal"}, "usage": {}}),
+        True,
+    ),
+    ("anthropic", orjson.dumps({"type": "message", "stop_reason": "refusal"}), False),
+]
+
+
+@pytest.mark.parametrize(("api", "body", "sse"), REFUSALS)
+def test_a_refusal_is_noticed(api: str, body: bytes, sse: bool) -> None:
+    assert _metered(api, body, sse).refused
+
+
+@pytest.mark.parametrize(
+    ("api", "body", "sse"),
+    [
+        ("openai", OPENAI_STREAM, True),
+        ("anthropic", ANTHROPIC_STREAM, True),
+        (
+            "openai",
+            _sse({"choices": [{"delta": {"content": "I refuse to be late", "refusal": None}}]}),
+            True,
+        ),
+        ("anthropic", orjson.dumps({"type": "message", "stop_reason": "end_turn"}), False),
+    ],
+)
+def test_an_answer_is_not_a_refusal(api: str, body: bytes, sse: bool) -> None:
+    assert not _metered(api, body, sse).refused
