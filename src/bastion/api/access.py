@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bastion.access.service import AccessService
 from bastion.config.models import BastionConfig
-from bastion.errors import Unavailable
 from bastion.policy.authorize import Caller
 from bastion.policy.holder import SnapshotHolder
 
@@ -50,10 +49,7 @@ class AccessRoutes:
         self._on_change = on_change
 
     def _config(self) -> BastionConfig:
-        snapshot = self._holder.current
-        if snapshot is None:
-            raise Unavailable("no policy snapshot yet")
-        return snapshot.config
+        return self._holder.require().config
 
     def register(self, api: FastAPI, guard: Callable[[str], Guard]) -> None:
         service = self._service

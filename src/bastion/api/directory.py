@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from bastion.access.service import AccessService
 from bastion.config.models import Access, Compartment, Org, Quotas
 from bastion.config.vendor import Contract, WorkingHours
-from bastion.errors import MethodNotAllowed, NotFound, Unavailable
+from bastion.errors import MethodNotAllowed, NotFound
 from bastion.policy.authorize import Caller
 from bastion.policy.holder import SnapshotHolder
 from bastion.policy.snapshot import Snapshot
@@ -157,10 +157,7 @@ class DirectoryRoutes:
         self._holder = holder
 
     def _snapshot(self) -> Snapshot:
-        snapshot = self._holder.current
-        if snapshot is None:
-            raise Unavailable("no policy snapshot yet")
-        return snapshot
+        return self._holder.require()
 
     def grants(self) -> GrantList:
         timed = [

@@ -16,7 +16,7 @@ from fastapi import Depends, FastAPI, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from bastion.config.models import BastionConfig
-from bastion.errors import NotFound, Unavailable
+from bastion.errors import NotFound
 from bastion.policy.authorize import Caller
 from bastion.policy.holder import SnapshotHolder
 from bastion.respond.locks import MAX_TTL, LockService, validate_target
@@ -96,10 +96,7 @@ class LockRoutes:
         self._on_change = on_change
 
     def _config(self) -> BastionConfig:
-        snapshot = self._holder.current
-        if snapshot is None:
-            raise Unavailable("no policy snapshot yet")
-        return snapshot.config
+        return self._holder.require().config
 
     def place(self, body: NewLock, author: str) -> tuple[LockRow, int]:
         """Check the target exists, then lock it (blocking: run on a worker thread)."""

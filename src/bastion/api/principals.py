@@ -18,7 +18,7 @@ from fastapi import Depends, FastAPI, Path, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from bastion.access.dormancy import DormancyService
-from bastion.errors import Conflict, MethodNotAllowed, Unavailable
+from bastion.errors import Conflict, MethodNotAllowed
 from bastion.identity.principals import CODE_TTL, PrincipalService
 from bastion.policy.authorize import Caller
 from bastion.policy.holder import SnapshotHolder
@@ -151,10 +151,7 @@ class PrincipalRoutes:
         self._on_change = on_change
 
     def _snapshot(self) -> Snapshot:
-        snapshot = self._holder.current
-        if snapshot is None:
-            raise Unavailable("no policy snapshot yet")
-        return snapshot
+        return self._holder.require()
 
     def detail(self, name: str) -> PrincipalDetail:
         row = self._service.get(name)

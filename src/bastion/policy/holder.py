@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from bastion.errors import Unavailable
+
 from .snapshot import Snapshot
 
 Listener = Callable[[Snapshot], None]
@@ -18,6 +20,13 @@ class SnapshotHolder:
         self.current: Snapshot | None = None
         self.last_error: str | None = None
         self._listeners: list[Listener] = []
+
+    def require(self) -> Snapshot:
+        """The current snapshot, for the control plane; ``Unavailable`` (503) before the first."""
+        snapshot = self.current
+        if snapshot is None:
+            raise Unavailable("no policy snapshot yet")
+        return snapshot
 
     def on_swap(self, listener: Listener) -> None:
         self._listeners.append(listener)
