@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -42,6 +43,7 @@ from bastion.audit.commitment import Committer
 from bastion.audit.log import AuditLog
 from bastion.audit.recorder import AuditRecorder
 from bastion.config import BastionConfig, load_config
+from bastion.config.caep import CaepOptions
 from bastion.detect.detectors import default_detectors
 from bastion.detect.risk import RiskBoard
 from bastion.detect.service import DetectionService
@@ -54,6 +56,8 @@ from bastion.gateway.proxy import UpstreamProxy
 from bastion.gateway.quotas import QuotaBuckets
 from bastion.gateway.streams import StreamRegistry
 from bastion.identity.access_tokens import AccessTokenCodec
+from bastion.identity.caep import CaepEmitter
+from bastion.identity.caep_receiver import CaepReceiverEndpoint, SetVerifier
 from bastion.identity.dpop import DPoPVerifier
 from bastion.identity.endpoints import IdentityEndpoints
 from bastion.identity.federation import FederationVerifier, JWKSCache
@@ -65,6 +69,7 @@ from bastion.identity.replay import MemoryReplayCache
 from bastion.identity.service import TokenService
 from bastion.policy.holder import SnapshotHolder
 from bastion.respond.locks import LockService
+from bastion.respond.notify import Notifier, targets
 from bastion.settings import Settings
 from bastion.store import Store
 from bastion.sync import StateSync, sync_config_principals
@@ -94,6 +99,8 @@ class Services:
     dpop: DPoPVerifier
     mfa: MfaService
     detection: DetectionService
+    notifier: Notifier | None = None
+    caep: CaepEmitter | None = None
 
 
 class BastionApp:
@@ -142,6 +149,7 @@ def _build(
     sync_config_principals(store, config, now=time.time())
     issuer = IssuerKey.load_or_create(settings.issuer_key_file)
     holder = SnapshotHolder()
+    caep = CaepEmitter(issuer, issuer_url, lambda: _caep_options(holder, config), clock=clock)
     streams = StreamRegistry()
     holder.on_swap(streams.on_swap)
     sync = StateSync(
@@ -179,8 +187,12 @@ def _build(
         federation=FederationVerifier(JWKSCache()),
         mfa=mfa,
         clock=clock,
+        on_family_revoked=caep.on_family_revoked,
     )
     risk = RiskBoard(half_life=config.detection.risk.half_life_minutes * 60.0)
+    webhook_env = os.environ if env is None else env  # a missing secret stops startup
+    hooks = targets(config.response.webhooks, webhook_env, str(settings.config_file))
+    notifier = Notifier(hooks, store)
     detection = DetectionService(
         store,
         audit,
@@ -189,6 +201,7 @@ def _build(
         risk,
         clock=clock,
         detectors=partial(default_detectors, base_dir=rules_dir),
+        notifier=notifier,
     )
     reviews = ReviewService(store, audit, LockService(store, audit, clock), clock)
     dormancy = DormancyService(store, audit, clock)
@@ -199,11 +212,11 @@ def _build(
         sync=sync,
         recorder=recorder,
         streams=streams,
-        principals=PrincipalService(store, audit, clock),
+        principals=PrincipalService(store, audit, clock, on_key_revoked=caep.on_key_revoked),
         tokens=tokens,
         issuer=issuer,
         audit=audit,
-        locks=LockService(store, audit, clock),
+        locks=LockService(store, audit, clock, on_lock=caep.on_lock),
         access=AccessService(store, audit, clock),
         reviews=reviews,
         dormancy=dormancy,
@@ -211,6 +224,8 @@ def _build(
         dpop=dpop,
         mfa=mfa,
         detection=detection,
+        notifier=notifier,
+        caep=caep,
     )
     parts = _Parts(
         services=services,
@@ -221,6 +236,12 @@ def _build(
         proxies=parse_networks(settings.trusted_proxies),
     )
     return parts, config
+
+
+def _caep_options(holder: SnapshotHolder, startup: BastionConfig) -> CaepOptions:
+    """The CAEP section of the current snapshot's config (the startup config before one)."""
+    snapshot = holder.current
+    return (startup if snapshot is None else snapshot.config).response.caep
 
 
 def _lifespan(parts: _Parts) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
@@ -237,7 +258,10 @@ def _lifespan(parts: _Parts) -> Callable[[Starlette], AbstractAsyncContextManage
             asyncio.create_task(parts.checkpointer.run()),
             asyncio.create_task(services.sweeper.run()),
             asyncio.create_task(services.detection.run()),
+            *([asyncio.create_task(services.caep.run())] if services.caep else []),
         ]
+        if services.notifier is not None:
+            tasks.append(asyncio.create_task(services.notifier.run()))
         try:
             yield
         finally:
@@ -248,6 +272,8 @@ def _lifespan(parts: _Parts) -> Callable[[Starlette], AbstractAsyncContextManage
                     await task
             await services.recorder.flush()
             await services.detection.stop()
+            if services.notifier is not None:
+                await services.notifier.stop()  # after detection: its last findings go out too
             await parts.checkpointer.once()
             await parts.proxy.aclose()
             services.sync.deregister()
@@ -273,6 +299,15 @@ def _control(parts: _Parts, clock: Callable[[], float] = time.time) -> Starlette
         issuer_url=lambda _request: parts.issuer_url,
         on_change=services.sync.reload,
         source_ip=request_source,
+    )
+    caep_receiver = CaepReceiverEndpoint(
+        verifier=SetVerifier(JWKSCache(), MemoryReplayCache(max_entries=100_000)),
+        locks=services.locks,
+        holder=services.holder,
+        store=services.store,
+        audit=services.audit,
+        on_change=services.sync.reload,
+        clock=clock,
     )
     admin_api = create_admin_api(
         holder=services.holder,
@@ -309,6 +344,7 @@ def _control(parts: _Parts, clock: Callable[[], float] = time.time) -> Starlette
     control = Starlette(
         routes=[
             *identity.routes(),
+            *caep_receiver.routes(),
             Mount("/admin", app=admin_api),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),

@@ -24,7 +24,8 @@ CLI in ``cli/main.py``); anything that is not a ``BastionError`` is logged and b
     ├── BadRequest (400 invalid_request)
     │   ├── InvalidJSON (invalid_json)
     │   ├── BodyTooLarge (413 body_too_large)
-    │   └── HeadersTooLarge (431 headers_too_large)
+    │   ├── HeadersTooLarge (431 headers_too_large)
+    │   └── SetRefused (400, RFC 8935 err)          a Security Event Token refused at /caep/events
     ├── MethodNotAllowed (405 method_not_allowed)
     ├── TooManyRequests (429 quota_exceeded)       carries Retry-After
     ├── Conflict (409 conflict)
@@ -150,6 +151,15 @@ class BodyTooLarge(BadRequest):
 class HeadersTooLarge(BadRequest):
     status = 431
     code = "headers_too_large"
+
+
+class SetRefused(BadRequest):
+    """A Security Event Token refused by the CAEP receiver; ``code`` is the RFC 8935 §2.3 ``err``
+    (invalid_request, invalid_key, invalid_issuer, invalid_audience, authentication_failed)."""
+
+    def __init__(self, err: str, message: str) -> None:
+        super().__init__(message)
+        self.code = err
 
 
 class MethodNotAllowed(BastionError):

@@ -34,6 +34,7 @@ from pydantic import (
 
 from .detection import Detection
 from .federation import Federation
+from .response import Response
 from .vendor import Cidr, Contract, WorkingHours
 
 CONFIG_VERSION = 1
@@ -487,6 +488,7 @@ class BastionConfig(_Frozen):
     lifecycle: Lifecycle = Field(default_factory=Lifecycle)
     federation: Federation = Field(default_factory=Federation)
     detection: Detection = Field(default_factory=Detection)
+    response: Response = Field(default_factory=Response)
 
     @cached_property
     def _models_by_name(self) -> Mapping[str, Model]:

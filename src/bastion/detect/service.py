@@ -29,6 +29,7 @@ from bastion.audit.log import AuditLog
 from bastion.audit.recorder import AuditRecorder
 from bastion.config.models import BastionConfig
 from bastion.policy.holder import SnapshotHolder
+from bastion.respond.notify import Notifier, finding_payload
 from bastion.store import Store
 from bastion.store import events as event_rows
 from bastion.store import findings as finding_rows
@@ -59,7 +60,9 @@ class DetectionService:
         clock: Callable[[], float] = time.time,
         poll: float = 0.1,
         save_every: float = 30.0,
+        notifier: Notifier | None = None,
     ) -> None:
+        self._notifier = notifier
         self._store = store
         self._audit = audit
         self._recorder = recorder
@@ -136,6 +139,10 @@ class DetectionService:
                     new.append(finding)
                 changed[finding.id] = finding
         self._persist(list(changed.values()), new, rows[-1].idx)
+        if self._notifier is not None:  # stored first; the notifier only queues (never blocks)
+            for finding in (changed[f.id] for f in new):
+                if finding.status == "open":
+                    self._notifier.notify("finding", finding_payload(finding))
         if self._clock() - self._saved_at >= self._save_every:
             self._save()
         return len(rows)

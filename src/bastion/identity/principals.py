@@ -53,11 +53,17 @@ def check_public_jwk(jwk: Mapping[str, Any]) -> dict[str, str]:
 
 class PrincipalService:
     def __init__(
-        self, store: Store, audit: AuditLog, clock: Callable[[], float] = time.time
+        self,
+        store: Store,
+        audit: AuditLog,
+        clock: Callable[[], float] = time.time,
+        on_key_revoked: Callable[[str, str, str], object] | None = None,
     ) -> None:
         self._store = store
         self._audit = audit
         self._clock = clock
+        # After commit, with (principal, jkt, reason): e.g. the CAEP emitter (identity/caep.py).
+        self._on_key_revoked = on_key_revoked
 
     def _commit(self, change: Callable[[Any], None], event: Event) -> int:
         with self._store.begin() as conn:
@@ -184,3 +190,5 @@ class PrincipalService:
             )
             self._audit.append(conn, [event])
             state.bump_epoch(conn)
+        if self._on_key_revoked is not None:
+            self._on_key_revoked(row.principal, jkt, reason)

@@ -136,7 +136,9 @@ class TokenService:
         federation: FederationVerifier | None = None,
         mfa: MfaService | None = None,
         clock: Callable[[], float] = time.time,
+        on_family_revoked: Callable[[str, str, str], object] | None = None,
     ) -> None:
+        self._on_family_revoked = on_family_revoked  # (principal, family, reason): CAEP emitter
         self._store = store
         self._holder = holder
         self._codec = codec
@@ -506,3 +508,5 @@ class TokenService:
         )
         self._audit.append(conn, [event])
         state.bump_epoch(conn)
+        if self._on_family_revoked is not None:  # only enqueues; the caller's commit follows
+            self._on_family_revoked(family.principal, family.id, reason)

@@ -39,11 +39,16 @@ def validate_target(target_type: str, target: str) -> str:
 
 class LockService:
     def __init__(
-        self, store: Store, audit: AuditLog, clock: Callable[[], float] = time.time
+        self,
+        store: Store,
+        audit: AuditLog,
+        clock: Callable[[], float] = time.time,
+        on_lock: Callable[[LockRow], object] | None = None,
     ) -> None:
         self._store = store
         self._audit = audit
         self._clock = clock
+        self._on_lock = on_lock  # after commit: e.g. the CAEP emitter (identity/caep.py)
 
     def lock(
         self,
@@ -86,6 +91,8 @@ class LockService:
             lock_rows.insert(conn, row)
             self._audit.append(conn, [event])
             epoch = state.bump_epoch(conn)
+        if self._on_lock is not None:
+            self._on_lock(row)
         return row, epoch
 
     def known(self, target_type: str, target: str, config: BastionConfig) -> bool:

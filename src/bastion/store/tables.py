@@ -240,3 +240,19 @@ detector_state = sa.Table(
     sa.Column("data", sa.Text, nullable=False),  # JSON
     sa.Column("saved_at", sa.Float, nullable=False),
 )
+
+# Webhook deliveries that failed for good (dead letters): what was to be sent, to which webhook
+# (by name: URLs and secrets are never stored), how often it was tried and the last error.
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("webhook", sa.String(64), nullable=False, index=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),  # JSON
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("last_error", sa.String(500), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("delivered_at", sa.Float, nullable=True),
+    sa.Column("dead_at", sa.Float, nullable=True),
+)
