@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import httpx2
 import pytest
 from examples.upstream import create_app as create_upstream
@@ -125,3 +126,20 @@ def admin_cli(cli: Cli) -> Cli:
     (cli.root / "bastion.yaml").write_text(CONFIG, encoding="utf-8")
     assert cli("init").code == 0
     return cli
+
+
+class People:
+    """One authenticated client per principal, enrolled on first use."""
+
+    def __init__(self, harness: Harness) -> None:
+        self.harness = harness
+        self.clients: dict[str, httpx.AsyncClient] = {}
+
+    async def __call__(self, who: str) -> httpx.AsyncClient:
+        if who not in self.clients:
+            self.clients[who] = self.harness.client(await self.harness.enroll(who))
+        return self.clients[who]
+
+    async def close(self) -> None:
+        for client in self.clients.values():
+            await client.aclose()

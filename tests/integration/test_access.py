@@ -15,6 +15,7 @@ import pytest
 from bastion.store import events as event_rows
 from bastion.testing import Harness, running
 from tests.conftest import CONFIG
+from tests.integration.conftest import People
 
 pytestmark = pytest.mark.anyio
 
@@ -43,21 +44,6 @@ async def jit(
     assert "root:" in ACCESS_CONFIG
     async with running(ACCESS_CONFIG, tmp_path, upstream=upstream_transport, env=upstream_env) as h:
         yield h
-
-
-class People:
-    def __init__(self, harness: Harness) -> None:
-        self.harness = harness
-        self.clients: dict[str, httpx.AsyncClient] = {}
-
-    async def __call__(self, who: str) -> httpx.AsyncClient:
-        if who not in self.clients:
-            self.clients[who] = self.harness.client(await self.harness.enroll(who))
-        return self.clients[who]
-
-    async def close(self) -> None:
-        for client in self.clients.values():
-            await client.aclose()
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from bastion.store import events as event_rows
 from bastion.store import principals as principal_rows
 from bastion.testing import BASE_URL, Harness, running
 from tests.conftest import CONFIG
+from tests.integration.conftest import People
 
 pytestmark = pytest.mark.anyio
 
@@ -65,23 +66,6 @@ def config_text() -> str:
     assert "root:" in DIRECTORY_CONFIG
     assert "seat_limit: 1" in DIRECTORY_CONFIG
     return DIRECTORY_CONFIG
-
-
-class People:
-    """One authenticated client per principal, enrolled on first use."""
-
-    def __init__(self, harness: Harness) -> None:
-        self.harness = harness
-        self.clients: dict[str, httpx.AsyncClient] = {}
-
-    async def __call__(self, who: str) -> httpx.AsyncClient:
-        if who not in self.clients:
-            self.clients[who] = self.harness.client(await self.harness.enroll(who))
-        return self.clients[who]
-
-    async def close(self) -> None:
-        for client in self.clients.values():
-            await client.aclose()
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from bastion.store import principals as principal_rows
 from bastion.store import reviews as review_rows
 from bastion.store import state
 from bastion.testing import Harness, running
-from tests.integration.conftest import Cli
+from tests.integration.conftest import Cli, People
 
 pytestmark = pytest.mark.anyio
 DAY = 86400.0
@@ -85,21 +85,6 @@ async def rv(
     ) as harness:
         await harness.services.sweeper.once()  # as the background task does at startup
         yield harness
-
-
-class People:
-    def __init__(self, harness: Harness) -> None:
-        self.harness = harness
-        self.clients: dict[str, httpx.AsyncClient] = {}
-
-    async def __call__(self, who: str) -> httpx.AsyncClient:
-        if who not in self.clients:
-            self.clients[who] = self.harness.client(await self.harness.enroll(who))
-        return self.clients[who]
-
-    async def close(self) -> None:
-        for client in self.clients.values():
-            await client.aclose()
 
 
 @pytest.fixture
