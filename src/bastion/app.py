@@ -203,7 +203,8 @@ def _build(
         detectors=partial(default_detectors, base_dir=rules_dir),
         notifier=notifier,
     )
-    reviews = ReviewService(store, audit, LockService(store, audit, clock), clock)
+    locks = LockService(store, audit, clock, on_lock=caep.on_lock)  # one, so every lock signals
+    reviews = ReviewService(store, audit, locks, clock)
     dormancy = DormancyService(store, audit, clock)
     services = Services(
         settings=settings,
@@ -216,7 +217,7 @@ def _build(
         tokens=tokens,
         issuer=issuer,
         audit=audit,
-        locks=LockService(store, audit, clock, on_lock=caep.on_lock),
+        locks=locks,
         access=AccessService(store, audit, clock),
         reviews=reviews,
         dormancy=dormancy,

@@ -297,3 +297,25 @@ async def test_unreadable_transmitter_keys_ask_for_a_retry(
     status, body = await post_set(bastion, idp_set(idp_key))
     assert (status, body) == (503, {"err": "temporarily_unavailable"})
     assert bastion.services.locks.active() == []
+
+
+async def test_a_removal_in_an_access_review_pushes_a_session_revoked_set(
+    bastion: Harness, receiver: Receiver
+) -> None:
+    """Review removals lock through the same lock service as everything else, so they signal too."""
+    services = bastion.services
+    config = services.holder.require().config
+    await services.sweeper.once()  # opens acme's review
+    async with bastion.client() as client:
+        receiver.jwks = (await client.get("/.well-known/jwks.json")).json()
+    (review,) = [r for r in services.reviews.reviews(config, "alice") if r.org == "acme"]
+    services.reviews.decide(
+        config, review.id, "victor", "alice", decision="remove", reason="left the engagement"
+    )
+    for _ in range(100):
+        if receiver.received:
+            break
+        await asyncio.sleep(0.05)
+    [claims] = receiver.received
+    assert claims["sub_id"] == {"format": "opaque", "id": "victor"}
+    assert SESSION_REVOKED in claims["events"]
