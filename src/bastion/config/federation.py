@@ -8,11 +8,9 @@ HTTP only on loopback, for tests and local identity providers) or read from a fi
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Annotated
-from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -24,43 +22,16 @@ from pydantic import (
     model_validator,
 )
 
+from .urls import endpoint_url
+
 _CLAIM = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,63}")
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _MAX_URL = 2000
 ALGORITHMS = ("RS256", "PS256", "ES256", "EdDSA")
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def _url(value: str) -> str:
-    """An https URL (http only on loopback) with a host and no credentials, query or fragment."""
-    if len(value) > _MAX_URL or not value.isprintable() or any(c.isspace() for c in value):
-        raise ValueError(f"must be a URL without spaces, at most {_MAX_URL} characters")
-    try:
-        parts = urlsplit(value)
-        _ = parts.port
-    except ValueError:
-        raise ValueError(f"is not a valid URL (got {value[:80]!r})") from None
-    if "@" in parts.netloc:
-        raise ValueError("must not contain credentials")
-    if not parts.hostname:
-        raise ValueError(f"must name a host (got {value[:80]!r})")
-    if parts.query or parts.fragment:
-        raise ValueError("must not have a query or fragment")
-    if parts.scheme == "http" and _loopback(parts.hostname):
-        return value
-    if parts.scheme != "https":
-        raise ValueError(
-            f"must start with https:// (http:// only on loopback) (got {value[:80]!r})"
-        )
-    return value
+    return endpoint_url(value)
 
 
 def _claim(value: str) -> str:

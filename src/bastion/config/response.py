@@ -9,14 +9,13 @@ treated as a secret (Slack's carry one in their path): errors never echo it.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, model_validator
 
 from .caep import CaepOptions
+from .urls import endpoint_url
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
@@ -24,35 +23,8 @@ _MAX_URL = 2000
 EVENT_KINDS = ("finding",)
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def _url(value: str) -> str:
-    """https (http only on loopback), a host, no credentials or fragment. Never echoed."""
-    if len(value) > _MAX_URL or not value.isprintable() or any(c.isspace() for c in value):
-        raise ValueError(f"must be a URL without spaces, at most {_MAX_URL} characters")
-    try:
-        parts = urlsplit(value)
-        _ = parts.port
-    except ValueError:
-        raise ValueError("is not a valid URL") from None
-    if "@" in parts.netloc:
-        raise ValueError("must not contain credentials (user:password@)")
-    if not parts.hostname:
-        raise ValueError("must name a host")
-    if parts.fragment:
-        raise ValueError("must not have a fragment (#...)")
-    if parts.scheme == "http" and _loopback(parts.hostname):
-        return value
-    if parts.scheme != "https":
-        raise ValueError("must start with https:// (http:// only on loopback)")
-    return value
+    return endpoint_url(value, allow_query=True)  # webhook URLs may carry their token there
 
 
 def _name(value: str) -> str:
