@@ -2,12 +2,18 @@
 
 1. writes `.bastion-demo/bastion.yaml` (the example config) and its state directory,
 2. starts the STAND-IN model server (`examples/upstream.py`, not a model) on 127.0.0.1:8081
-   with a random upstream key that only Bastion knows,
+   with a random upstream key that only Bastion knows, behind Bastion's guard (docs/guard.md):
+   it answers only requests carrying Bastion's signed assertion,
 3. enrolls a device key for the example user `alice` (profile `demo` in your Bastion config dir),
 4. starts `bastion serve` on 127.0.0.1:8080, makes one plain and one streaming call with the
-   official OpenAI SDK through it, and prints how to call it yourself.
+   official OpenAI SDK through it, shows a direct call to the upstream being refused, and prints
+   how to call it yourself,
+5. runs the contractor-breach drill (`bastion drill contractor-breach`, docs/response.md)
+   against it and prints the scorecard. The server trusts loopback as a proxy so the drill can
+   play the vendor's networks through X-Forwarded-For (never do that in production).
 
-It keeps serving until Ctrl-C. Ports: DEMO_PORT (8080) and DEMO_UPSTREAM_PORT (8081).
+It keeps serving until Ctrl-C, so the drill's incidents can be inspected (`bastion incident
+list`). Ports: DEMO_PORT (8080) and DEMO_UPSTREAM_PORT (8081). DEMO_DRILL=0 skips the drill.
 """
 
 from __future__ import annotations
@@ -98,12 +104,35 @@ def first_calls() -> None:
     print(f"  models alice may use: {', '.join(m.id for m in client.models.list())}")
 
 
+def direct_call(upstream_key: str) -> None:
+    """Around Bastion, even with the upstream key: the guard refuses it."""
+    response = httpx.post(
+        f"http://127.0.0.1:{UPSTREAM_PORT}/v1/chat/completions",
+        json={"model": "example-gpt", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"authorization": f"Bearer {upstream_key}"},
+    )
+    code = response.json()["error"]["code"]
+    print(f"  straight to the upstream, with its key: {response.status_code} {code}")
+
+
+def run_drill(env: dict[str, str]) -> bool:
+    """The drill in its own process, as an operator runs it; its scorecard goes to the screen."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bastion", "drill", "contractor-breach", "--url", URL],
+        cwd=WORK,
+        env=env,
+        check=False,
+    )
+    return result.returncode == 0
+
+
 def main() -> None:
     for port in (PORT, UPSTREAM_PORT):
         if not port_free(port):
             sys.exit(f"demo: port {port} is busy (set DEMO_PORT / DEMO_UPSTREAM_PORT)")
     WORK.mkdir(exist_ok=True)
     env = {**os.environ, "EXAMPLE_UPSTREAM_KEY": "demo-" + secrets.token_urlsafe(16)}
+    env["BASTION_TRUSTED_PROXIES"] = "127.0.0.1/32"  # the drill plays vendor sites (see above)
     env["PYTHONPATH"] = str(ROOT)
     from bastion.config import example_config_text
 
@@ -123,12 +152,18 @@ def main() -> None:
                     "127.0.0.1",
                     "--port",
                     str(UPSTREAM_PORT),
+                    "--guard-jwks-url",
+                    f"{URL}/.well-known/jwks.json",
+                    "--guard-audience",  # the base_url of each upstream in bastion.yaml
+                    f"http://127.0.0.1:{UPSTREAM_PORT}/v1",
+                    "--guard-audience",
+                    f"http://127.0.0.1:{UPSTREAM_PORT}",
                 ],
                 env=env,
             )
         )
         wait_ready(f"http://127.0.0.1:{UPSTREAM_PORT}/healthz", children[0], "example upstream")
-        print(f"stand-in upstream (not a model) on 127.0.0.1:{UPSTREAM_PORT}")
+        print(f"stand-in upstream (not a model) on 127.0.0.1:{UPSTREAM_PORT}, behind the guard")
 
         key_out = bastion(
             "login",
@@ -164,6 +199,11 @@ def main() -> None:
         wait_ready(f"{URL}/readyz", children[1], "bastion serve")
         print(f"\nBastion is serving on {URL}. First calls through it:")
         first_calls()
+        direct_call(env["EXAMPLE_UPSTREAM_KEY"])
+        drill_passed = True
+        if os.environ.get("DEMO_DRILL", "1") != "0":
+            print("\nThe contractor-breach drill (threat model T1-T10) against it:\n")
+            drill_passed = run_drill(env)
         print("\nCall it yourself (from this checkout, with .venv/bin/python):\n")
         print(SNIPPET)
         print(
@@ -174,6 +214,12 @@ def main() -> None:
             "Lock alice:               .venv/bin/bastion --config .bastion-demo/bastion.yaml "
             "--state-dir .bastion-demo/.bastion lock principal alice --reason demo"
         )
+        print(
+            "Inspect the drill's incidents: .venv/bin/bastion --config .bastion-demo/bastion.yaml "
+            "--state-dir .bastion-demo/.bastion incident list"
+        )
+        if not drill_passed:
+            print("\nTHE DRILL FAILED: see the scorecard above.")
         print("\nCtrl-C stops the demo.")
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while all(child.poll() is None for child in children):

@@ -34,6 +34,11 @@ Slow upstream
 The whole server is one plain ASGI callable (no framework routing, no per-request logging),
 because it is also the "direct" arm of the benchmark and must cost as little as possible.
 
+Behind Bastion's guard
+    ``--guard-jwks-url URL --guard-audience AUD`` (repeatable) wraps the app in
+    ``bastion.guard``'s middleware: every request but ``GET /healthz`` then needs Bastion's signed
+    assertion for one of those audiences (docs/guard.md). The demo runs it this way.
+
 Run:  python examples/upstream.py --host 127.0.0.1 --port 8081 [--api-key KEY] [--delay SECONDS]
       (the key defaults to $EXAMPLE_UPSTREAM_KEY; no key means no check)
 """
@@ -55,7 +60,7 @@ from typing import Any, Literal
 
 import anyio
 import orjson
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 MODELS = ("example-gpt", "example-claude", "example-embed")
 REPLY_PREFIX = "This is the example upstream. You said:"
@@ -571,8 +576,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api-key", default=os.environ.get("EXAMPLE_UPSTREAM_KEY") or None)
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before every answer")
     parser.add_argument("--log-level", default="warning")
+    parser.add_argument("--guard-jwks-url", help="accept only requests Bastion signed (its JWKS)")
+    parser.add_argument("--guard-audience", action="append", default=[], help="aud to accept")
     args = parser.parse_args(argv)
-    app = create_app(api_key=args.api_key, delay=args.delay)
+    app: ASGIApp = create_app(api_key=args.api_key, delay=args.delay)
+    if args.guard_jwks_url:
+        if not args.guard_audience:
+            parser.error("--guard-jwks-url needs at least one --guard-audience")
+        from bastion.guard import protect
+
+        try:
+            app = protect(
+                app,
+                jwks_url=args.guard_jwks_url,
+                audiences=args.guard_audience,
+                open_paths=("/healthz",),
+            )
+        except ValueError as exc:
+            parser.error(f"--guard-jwks-url: {exc}")
     uvicorn.run(
         app,
         host=args.host,

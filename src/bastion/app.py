@@ -34,12 +34,15 @@ from bastion.api.app import create_admin_api
 from bastion.api.audit import AuditRoutes
 from bastion.api.detection import DetectionRoutes
 from bastion.api.directory import DirectoryRoutes
+from bastion.api.incidents import IncidentRoutes
 from bastion.api.locks import LockRoutes
 from bastion.api.principals import PrincipalRoutes
+from bastion.api.response import ResponseRoutes
 from bastion.api.reviews import ReviewRoutes
 from bastion.audit import keys as audit_keys
 from bastion.audit.checkpointer import Checkpointer
 from bastion.audit.commitment import Committer
+from bastion.audit.integrity import IntegrityWatch
 from bastion.audit.log import AuditLog
 from bastion.audit.recorder import AuditRecorder
 from bastion.config import BastionConfig, load_config
@@ -50,6 +53,7 @@ from bastion.detect.service import DetectionService
 from bastion.detect.sigma import load_rules
 from bastion.detect.signals import SignalsLoader
 from bastion.gateway.asgi import Gateway, GatewayLimits
+from bastion.gateway.assertion import UpstreamAssertions
 from bastion.gateway.auth import Authenticator
 from bastion.gateway.net import Network, parse_networks, source_ip
 from bastion.gateway.proxy import UpstreamProxy
@@ -68,8 +72,11 @@ from bastion.identity.principals import PrincipalService
 from bastion.identity.replay import MemoryReplayCache
 from bastion.identity.service import TokenService
 from bastion.policy.holder import SnapshotHolder
+from bastion.respond.incidents import IncidentService
 from bastion.respond.locks import LockService
 from bastion.respond.notify import Notifier, targets
+from bastion.respond.playbooks import PlaybookSource
+from bastion.respond.service import ResponseService
 from bastion.settings import Settings
 from bastion.store import Store
 from bastion.sync import StateSync, sync_config_principals
@@ -101,6 +108,9 @@ class Services:
     detection: DetectionService
     notifier: Notifier | None = None
     caep: CaepEmitter | None = None
+    response: ResponseService | None = None
+    incidents: IncidentService | None = None
+    integrity: IntegrityWatch | None = None
 
 
 class BastionApp:
@@ -166,7 +176,8 @@ def _build(
         keys.signer,
         keys.origin,
     )
-    recorder = AuditRecorder(store, audit, linger=settings.audit_linger)
+    integrity = IntegrityWatch(store, audit, clock, interval=settings.integrity_interval)
+    recorder = AuditRecorder(store, audit, linger=settings.audit_linger, integrity=integrity)
     codec = AccessTokenCodec(issuer, issuer=issuer_url, audience=issuer_url)
     dpop = DPoPVerifier(
         MemoryReplayCache(), max_age=settings.dpop_max_age, clock_skew=settings.dpop_clock_skew
@@ -193,6 +204,28 @@ def _build(
     webhook_env = os.environ if env is None else env  # a missing secret stops startup
     hooks = targets(config.response.webhooks, webhook_env, str(settings.config_file))
     notifier = Notifier(hooks, store)
+    locks = LockService(store, audit, clock, on_lock=caep.on_lock)  # one, so every lock signals
+    playbooks = PlaybookSource(rules_dir)  # playbook paths are relative to bastion.yaml too
+    playbooks.current(config)  # a missing or invalid playbooks file stops startup
+    incidents = IncidentService(
+        store,
+        audit,
+        clock,
+        config=lambda: snapshot.config if (snapshot := holder.current) is not None else config,
+        access_ttl=settings.access_token_ttl,
+    )
+    response = ResponseService(
+        store,
+        audit,
+        locks,
+        holder,
+        playbooks,
+        incidents=incidents,
+        notifier=notifier,
+        clock=clock,
+        access_ttl=settings.access_token_ttl,
+        on_family_revoked=caep.on_family_revoked,
+    )
     detection = DetectionService(
         store,
         audit,
@@ -202,8 +235,9 @@ def _build(
         clock=clock,
         detectors=partial(default_detectors, base_dir=rules_dir),
         notifier=notifier,
+        responder=response.respond,
+        on_response=sync.nudge,  # from the engine's thread: reload now, without blocking it
     )
-    locks = LockService(store, audit, clock, on_lock=caep.on_lock)  # one, so every lock signals
     reviews = ReviewService(store, audit, locks, clock)
     dormancy = DormancyService(store, audit, clock)
     services = Services(
@@ -227,13 +261,18 @@ def _build(
         detection=detection,
         notifier=notifier,
         caep=caep,
+        response=response,
+        incidents=incidents,
+        integrity=integrity,
     )
     parts = _Parts(
         services=services,
         issuer_url=issuer_url,
         authenticator=Authenticator(codec, dpop),
-        proxy=UpstreamProxy(upstream_transport),
-        checkpointer=Checkpointer(store, audit, interval=settings.checkpoint_interval),
+        proxy=UpstreamProxy(upstream_transport, UpstreamAssertions(issuer, issuer_url, clock)),
+        checkpointer=Checkpointer(
+            store, audit, interval=settings.checkpoint_interval, integrity=integrity
+        ),
         proxies=parse_networks(settings.trusted_proxies),
     )
     return parts, config
@@ -260,6 +299,7 @@ def _lifespan(parts: _Parts) -> Callable[[Starlette], AbstractAsyncContextManage
             asyncio.create_task(services.sweeper.run()),
             asyncio.create_task(services.detection.run()),
             *([asyncio.create_task(services.caep.run())] if services.caep else []),
+            *([asyncio.create_task(services.integrity.run())] if services.integrity else []),
         ]
         if services.notifier is not None:
             tasks.append(asyncio.create_task(services.notifier.run()))
@@ -314,7 +354,7 @@ def _control(parts: _Parts, clock: Callable[[], float] = time.time) -> Starlette
         holder=services.holder,
         authenticator=parts.authenticator,
         public_url=parts.issuer_url,
-        audit=AuditRoutes(services.store, services.audit),
+        audit=AuditRoutes(services.store, services.audit, services.integrity),
         access=AccessRoutes(services.access, services.holder, services.sync.reload),
         directory=DirectoryRoutes(services.access, services.holder),
         principals=PrincipalRoutes(
@@ -329,6 +369,13 @@ def _control(parts: _Parts, clock: Callable[[], float] = time.time) -> Starlette
         recorder=services.recorder,
         clock=clock,
         reviews=ReviewRoutes(services.reviews, services.holder, services.sync.reload),
+        response=(
+            ResponseRoutes(services.response, services.sync.reload)
+            if services.response is not None
+            else None
+        ),
+        source_ip=request_source,  # network locks apply to the admin API too
+        incidents=IncidentRoutes(services.incidents) if services.incidents is not None else None,
     )
 
     async def healthz(request: Request) -> Response:

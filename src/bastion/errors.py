@@ -12,7 +12,8 @@ CLI in ``cli/main.py``); anything that is not a ``BastionError`` is logged and b
     ├── AuthenticationError (401)                  rendered with WWW-Authenticate
     │   ├── InvalidToken (invalid_token)
     │   ├── InvalidDPoPProof (invalid_dpop_proof)
-    │   └── InsufficientUserAuthentication         step-up (RFC 9470): carries max_age
+    │   ├── InsufficientUserAuthentication         step-up (RFC 9470): carries max_age
+    │   └── AssertionRefused                       `bastion guard`: code names the failed check
     ├── OAuthError (400)                           RFC 6749 §5.2 shape at /oauth/*
     │   ├── InvalidRequest (invalid_request)
     │   ├── InvalidClient (invalid_client, 401)
@@ -28,6 +29,7 @@ CLI in ``cli/main.py``); anything that is not a ``BastionError`` is logged and b
     │   └── SetRefused (400, RFC 8935 err)          a Security Event Token refused at /caep/events
     ├── MethodNotAllowed (405 method_not_allowed)
     ├── TooManyRequests (429 quota_exceeded)       carries Retry-After
+    │   └── Throttled (throttled)                  a throttle lock holds the principal's rate
     ├── Conflict (409 conflict)
     ├── Unavailable (503 unavailable)
     └── UpstreamError (502 upstream_error)
@@ -88,6 +90,15 @@ class InsufficientUserAuthentication(AuthenticationError):
     def __init__(self, message: str, max_age: int) -> None:
         super().__init__(message)
         self.max_age = max_age
+
+
+class AssertionRefused(AuthenticationError):
+    """A request reached a guarded upstream without a valid Bastion assertion (``bastion guard``,
+    threat T10); ``code`` names the check that failed (the list is in docs/guard.md)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class OAuthError(BastionError):
@@ -176,6 +187,17 @@ class TooManyRequests(BastionError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class Throttled(TooManyRequests):
+    """A throttle lock holds the principal to a request rate and it is spent; ``lock`` is the
+    lock's id (for the audit event)."""
+
+    code = "throttled"
+
+    def __init__(self, message: str, retry_after: int, lock: str) -> None:
+        super().__init__(message, retry_after)
+        self.lock = lock
 
 
 class Conflict(BastionError):

@@ -50,6 +50,7 @@ class Settings:
     state_poll_interval: float = 0.25
     audit_linger: float = 0.01
     checkpoint_interval: float = 2.0
+    integrity_interval: float = 0.25  # seconds between the audit integrity watch's passes
 
     def __repr__(self) -> str:  # secrets never reach a log line
         return (
@@ -89,6 +90,8 @@ class Settings:
             values["checkpoint_interval"] = float(
                 _int_env(env, "BASTION_CHECKPOINT_SECONDS", 1, 3600)
             )
+        if "BASTION_INTEGRITY_INTERVAL" in env:
+            values["integrity_interval"] = _float_env(env, "BASTION_INTEGRITY_INTERVAL", 0.1, 3600)
         if "BASTION_ACCESS_TOKEN_TTL" in env:
             values["access_token_ttl"] = _int_env(env, "BASTION_ACCESS_TOKEN_TTL", 30, 900)
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -103,4 +106,15 @@ def _int_env(env: Mapping[str, str], name: str, low: int, high: int) -> int:
         raise ConfigError(name, [f"must be an integer, got {raw!r}"]) from None
     if not low <= value <= high:
         raise ConfigError(name, [f"must be between {low} and {high}, got {value}"])
+    return value
+
+
+def _float_env(env: Mapping[str, str], name: str, low: float, high: float) -> float:
+    raw = env[name]
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(name, [f"must be a number of seconds, got {raw!r}"]) from None
+    if not low <= value <= high:  # also refuses nan and inf
+        raise ConfigError(name, [f"must be between {low:g} and {high:g}, got {raw!r}"])
     return value

@@ -11,6 +11,7 @@ applied epoch as a heartbeat, which ``bastion lock`` waits on to confirm enforce
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -111,6 +112,8 @@ class StateSync:
         self._env = dict(os.environ) if env is None else dict(env)
         self._poll = poll_interval
         self._lock = asyncio.Lock()
+        self._nudged = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._config: BastionConfig | None = None
         self._config_error: str | None = None
         self._config_stamp: tuple[int, int] | None = None
@@ -189,11 +192,22 @@ class StateSync:
         with self._store.read() as conn:
             return state.epoch(conn)
 
+    def nudge(self) -> None:
+        """Look at the epoch now rather than at the next poll (from any thread, never
+        blocking): this process just changed state, e.g. a playbook placed a lock."""
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nothing left to serve
+                loop.call_soon_threadsafe(self._nudged.set)
+
     async def run(self) -> None:
         """Poll the epoch and reload on change; heartbeat every couple of seconds."""
+        self._loop = asyncio.get_running_loop()
         last_beat = time.monotonic()
         while True:
-            await asyncio.sleep(self._poll)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._nudged.wait(), self._poll)
+            self._nudged.clear()
             try:
                 current = await anyio.to_thread.run_sync(self._read_epoch)
             except Exception:

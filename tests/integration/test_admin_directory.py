@@ -474,6 +474,9 @@ async def test_openapi_document_lists_every_route(harness: Harness) -> None:
         "key",
         "family",
         "compartment",
+        "network",
+        "stepup",
+        "throttle",
         "all",
     ]
     for name in ("OrgOut", "CompartmentOut", "PrincipalDetail", "GrantList", "LockChange"):

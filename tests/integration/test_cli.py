@@ -82,7 +82,7 @@ def test_config_check_counts_the_example_and_warns_about_unset_upstream_keys(
     result = cli("config", "check")
     assert result.code == 0
     assert result.out.splitlines() == [
-        "bastion.yaml: ok — 2 upstreams, 3 models, 2 compartments, 2 orgs, 1 principals",
+        "bastion.yaml: ok — 2 upstreams, 5 models, 4 compartments, 3 orgs, 1 principals",
         "warning: EXAMPLE_UPSTREAM_KEY is not set: its upstream will refuse requests",
     ]
     monkeypatch.setenv("EXAMPLE_UPSTREAM_KEY", "set")

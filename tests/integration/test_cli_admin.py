@@ -218,7 +218,7 @@ def test_lock_list_and_unlock_a_principal(admin_cli: Cli, monkeypatch: pytest.Mo
     ("args", "message"),
     [
         (["bogus", "alice", "--reason", "r"], "unknown lock type 'bogus': use one of principal, "
-         "org, key, family, compartment, all"),
+         "org, key, family, compartment, network, stepup, throttle, all"),
         (["principal", "alice", "--reason", "  "], "a lock needs a reason of 1 to 500 characters"),
         (["principal", "al ice", "--reason", "r"], "invalid principal name for a lock target"),
         *(

@@ -77,7 +77,8 @@ def server() -> Iterator[WebhookServer]:
 def config_with_webhook(url: str) -> str:
     return enumeration_config() + (
         "response:\n  webhooks:\n"
-        f'    - {{name: soc, url: "{url}", secret_env: SOC_SECRET, min_severity: low}}\n'
+        f'    - {{name: soc, url: "{url}", secret_env: SOC_SECRET, min_severity: low, '
+        "events: [finding]}\n"
     )
 
 
@@ -157,17 +158,17 @@ async def test_a_failing_receiver_is_retried_then_dead_lettered(
 async def test_a_hanging_receiver_never_slows_model_requests(
     notified: Harness, server: WebhookServer
 ) -> None:
-    assert await chat(notified, "alice", "demo-chat") == 200  # enrolled, warm
+    assert await chat(notified, "bob", "demo-chat") == 200  # enrolled, warm
     started = time.perf_counter()
-    assert await chat(notified, "alice", "demo-chat") == 200
+    assert await chat(notified, "bob", "demo-chat") == 200
     baseline = time.perf_counter() - started
     server.hang = True
-    await probe(notified)
+    await probe(notified)  # alice probes: a finding (and the playbook throttles her, not bob)
     await eventually(lambda: bool(server.received))  # the receiver holds the delivery open
     assert notified.services.notifier is not None
     assert notified.services.notifier.stats()["in_flight"] == 1
     for _ in range(5):
         started = time.perf_counter()
-        assert await chat(notified, "alice", "demo-chat") == 200
+        assert await chat(notified, "bob", "demo-chat") == 200
         assert time.perf_counter() - started < max(0.5, 5 * baseline)
     assert notified.services.notifier.stats()["in_flight"] == 1  # still held, never waited on

@@ -131,3 +131,32 @@ def test_a_ttl_out_of_range_is_a_config_error(raw: str) -> None:
     assert caught.value.message == (
         f"BASTION_ACCESS_TOKEN_TTL: must be between 30 and 900, got {int(raw)}"
     )
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"), [("1", 1.0), ("0.25", 0.25), (" 0.1 ", 0.1), ("3600", 3600)]
+)
+def test_the_integrity_interval_accepts_a_tenth_of_a_second_to_an_hour(
+    raw: str, value: float
+) -> None:
+    assert Settings.from_env({"BASTION_INTEGRITY_INTERVAL": raw}).integrity_interval == value
+    assert Settings().integrity_interval == 0.25
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ("", "must be a number of seconds, got ''"),
+        ("1s", "must be a number of seconds, got '1s'"),
+        ("0.05", "must be between 0.1 and 3600, got '0.05'"),
+        ("-1", "must be between 0.1 and 3600, got '-1'"),
+        ("3601", "must be between 0.1 and 3600, got '3601'"),
+        ("nan", "must be between 0.1 and 3600, got 'nan'"),
+        ("inf", "must be between 0.1 and 3600, got 'inf'"),
+    ],
+)
+def test_a_bad_integrity_interval_is_a_config_error(raw: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"BASTION_INTEGRITY_INTERVAL": raw})
+    assert caught.value.file == "BASTION_INTEGRITY_INTERVAL"
+    assert caught.value.problems == [problem]

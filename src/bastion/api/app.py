@@ -35,8 +35,10 @@ from .access import AccessRoutes
 from .audit import AuditRoutes
 from .detection import DetectionRoutes
 from .directory import DirectoryRoutes
+from .incidents import IncidentRoutes
 from .locks import LockRoutes
 from .principals import PrincipalRoutes
+from .response import ResponseRoutes
 from .reviews import ReviewRoutes
 
 log = logging.getLogger("bastion.api")
@@ -56,6 +58,7 @@ def guard(
     action: str,
     recorder: AuditRecorder | None = None,
     clock: Callable[[], float] = time.time,
+    source_ip: Callable[[Request], str] | None = None,
 ) -> Guard:
     """A dependency: the authenticated caller, allowed by Cedar to perform ``action``. A refusal
     of an authenticated caller is recorded (``admin.denied``): control-plane probing by a valid
@@ -73,7 +76,8 @@ def guard(
         snapshot = holder.current
         if snapshot is None:
             raise Unavailable("no policy snapshot yet; refusing all requests")
-        caller = caller_of(snapshot, claims)
+        source = source_ip(request) if source_ip is not None else ""  # for network locks
+        caller = caller_of(snapshot, claims, source)
         decision = check_locks(snapshot, caller, None, now) or authorize_admin(
             snapshot, caller, action
         )
@@ -111,6 +115,9 @@ def create_admin_api(
     detection: DetectionRoutes | None = None,
     recorder: AuditRecorder | None = None,
     clock: Callable[[], float] = time.time,
+    source_ip: Callable[[Request], str] | None = None,
+    response: ResponseRoutes | None = None,
+    incidents: IncidentRoutes | None = None,
 ) -> FastAPI:
     api = FastAPI(
         title="Bastion admin API",
@@ -143,19 +150,18 @@ def create_admin_api(
         log.exception("unexpected admin API error on %s", request.url.path)
         return _render(BastionError("internal error"))
 
+    def gate(action: str) -> Guard:
+        return guard(holder, authenticator, public_url, action, recorder, clock, source_ip)
+
     if detection is not None:
-        detection.register(
-            api, guard(holder, authenticator, public_url, "audit_read", recorder, clock)
-        )
-    audit.register(api, guard(holder, authenticator, public_url, "audit_read", recorder, clock))
-    access.register(
-        api, lambda action: guard(holder, authenticator, public_url, action, recorder, clock)
-    )
+        detection.register(api, gate("audit_read"))
+    audit.register(api, gate("audit_read"))
+    access.register(api, gate)
     for routes in (directory, principals, locks):
-        routes.register(
-            api, lambda action: guard(holder, authenticator, public_url, action, recorder, clock)
-        )
-    reviews.register(
-        api, lambda action: guard(holder, authenticator, public_url, action, recorder, clock)
-    )
+        routes.register(api, gate)
+    reviews.register(api, gate)
+    if response is not None:
+        response.register(api, gate)
+    if incidents is not None:
+        incidents.register(api, gate)
     return api

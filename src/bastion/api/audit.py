@@ -1,4 +1,5 @@
-"""Admin API routes for the audit log: the latest checkpoint, proofs, receipts, event ranges.
+"""Admin API routes for the audit log: the latest checkpoint, proofs, receipts, event ranges,
+and the running server's integrity check (``GET /v1/audit/integrity``).
 
 Sizes and hashes are those of signed checkpoints, so what these routes return can be checked
 offline with ``bastion-verify`` and the log's verifier key.
@@ -13,6 +14,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import Depends, FastAPI, Query
 
+from bastion.audit.integrity import IntegrityWatch
 from bastion.audit.log import AuditLog
 from bastion.audit.receipt import make_receipt
 from bastion.errors import BadRequest, NotFound
@@ -28,9 +30,12 @@ def _b64(items: list[bytes]) -> list[str]:
 
 
 class AuditRoutes:
-    def __init__(self, store: Store, audit: AuditLog) -> None:
+    def __init__(
+        self, store: Store, audit: AuditLog, integrity: IntegrityWatch | None = None
+    ) -> None:
         self._store = store
         self._audit = audit
+        self._integrity = integrity
 
     def _latest(self) -> CheckpointRow:
         with self._store.read() as conn:
@@ -143,3 +148,14 @@ class AuditRoutes:
             end: Annotated[int, Query(ge=1)],
         ) -> dict[str, Any]:
             return self.events(start, end)
+
+        integrity = self._integrity
+        if integrity is not None:
+
+            @api.get(
+                "/v1/audit/integrity",
+                summary="The running server's tamper check of the stored log",
+                dependencies=needs,
+            )
+            def integrity_status() -> dict[str, Any]:
+                return integrity.status()

@@ -19,11 +19,13 @@ from bastion.config.models import BastionConfig
 from bastion.errors import NotFound
 from bastion.policy.authorize import Caller
 from bastion.policy.holder import SnapshotHolder
-from bastion.respond.locks import MAX_TTL, LockService, validate_target
+from bastion.respond.locks import MAX_RATE, MAX_TTL, LockService, validate_rate, validate_target
 from bastion.store.locks import LockRow
 
 Guard = Callable[..., Awaitable[Caller]]
-TargetType = Literal["principal", "org", "key", "family", "compartment", "all"]
+TargetType = Literal[
+    "principal", "org", "key", "family", "compartment", "network", "stepup", "throttle", "all"
+]
 LockId = Annotated[str, Path(min_length=1, max_length=32, description="the lock's id (lk_...)")]
 
 
@@ -37,6 +39,9 @@ class LockOut(BaseModel):
     author: str
     created_at: float = Field(description="UNIX seconds")
     expires_at: float | None = Field(description="UNIX seconds; null: until released")
+    rate: float | None = Field(
+        default=None, description="throttle locks: requests per minute; null for other types"
+    )
 
     @classmethod
     def of(cls, row: LockRow) -> LockOut:
@@ -48,6 +53,7 @@ class LockOut(BaseModel):
             author=row.author,
             created_at=row.created_at,
             expires_at=row.expires_at,
+            rate=row.rate,
         )
 
 
@@ -70,11 +76,21 @@ class NewLock(BaseModel):
         default="*",
         min_length=1,
         max_length=128,
-        description="name, device key thumbprint or token family id; omitted for 'all'",
+        description=(
+            "name, device key thumbprint, token family id or network (CIDR: IPv4 /32, /24, "
+            "/16; IPv6 /128, /64, /48); omitted for 'all'"
+        ),
     )
     reason: str = Field(min_length=1, max_length=500, description="recorded in the audit log")
     expires_in_seconds: float | None = Field(
         default=None, gt=0, le=MAX_TTL, description="null: until released"
+    )
+    rate: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_RATE,
+        allow_inf_nan=False,
+        description="requests per minute: required for 'throttle', refused for other types",
     )
 
 
@@ -102,6 +118,7 @@ class LockRoutes:
         """Check the target exists, then lock it (blocking: run on a worker thread)."""
         service = self._service
         target = validate_target(body.target_type, body.target)
+        validate_rate(body.target_type, body.rate)
         if not service.known(body.target_type, target, self._config()):
             raise NotFound(f"no {body.target_type} {target[:64]!r} is known, so nothing was locked")
         return service.lock(
@@ -110,6 +127,7 @@ class LockRoutes:
             reason=body.reason,
             author=author,
             ttl=body.expires_in_seconds,
+            rate=body.rate,
         )
 
     def register(self, api: FastAPI, guard: Callable[[str], Guard]) -> None:

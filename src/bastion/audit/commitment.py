@@ -10,7 +10,6 @@ so detect an edit of either. Prompts and completions are never part of an event.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Mapping
 from typing import Any
@@ -38,8 +37,8 @@ class Committer:
         self._fields = SENSITIVE_FIELDS + (ADDRESS_FIELDS if hash_addresses else ())
 
     def _mac(self, name: str, value: str) -> str:
-        digest = hmac.new(self._salt, f"{name}\x00{value}".encode(), hashlib.sha256).hexdigest()
-        return PREFIX + digest
+        # the one-shot digest: the same HMAC as hmac.new(...).hexdigest(), several times faster
+        return PREFIX + hmac.digest(self._salt, f"{name}\x00{value}".encode(), "sha256").hex()
 
     def leaf(self, record: Mapping[str, Any]) -> bytes:
         """The leaf bytes for an event record (as stored in ``audit_events.body``)."""

@@ -151,3 +151,16 @@ class FindingRaised(Event):
     explanation: str
     evidence: tuple[str, ...]
     techniques: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditTamperDetected(Event):
+    """The running server found the stored audit log changed: the first bad entry's ``index``
+    and ``event_id`` (``None`` and ``""`` when the problem has no single entry, such as a
+    checkpoint whose root differs) and what was wrong. The field names are stable: response
+    playbooks key on them."""
+
+    name: ClassVar[str] = "audit.tamper_detected"
+    index: int | None
+    event_id: str
+    problem: str

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from bastion.errors import Conflict, NotFound
 from bastion.store import events as rows
+from bastion.store import integrity as tamper_rows
 from bastion.store.events import CheckpointRow, EventRow
 
 from .checkpoint import Checkpoint, sign_checkpoint
@@ -144,8 +145,14 @@ class AuditLog:
         """Sign and store a checkpoint of the current tree, unless it is the latest already.
 
         Refuses (``Conflict``) to sign a smaller tree than the latest checkpoint, or a different
-        root for the same size: a checkpoint never goes backwards."""
+        root for the same size: a checkpoint never goes backwards. Refuses too while the log is
+        marked tampered (``audit/integrity.py``): a signature must never vouch for an edit."""
         rows.take_append_lock(conn)  # no append may slip between reading the head and signing
+        if tamper_rows.read(conn).tampered:
+            raise Conflict(
+                "refusing to sign: the audit log is marked tampered and not acknowledged "
+                "(see `bastion audit integrity`)"
+            )
         size = rows.size(conn)
         latest = rows.latest_checkpoint(conn)
         if latest is not None and size < latest.size:

@@ -2,7 +2,8 @@
 
 ``record`` never blocks and does no I/O (best-effort events). ``commit`` waits until the event is
 durable in the log, for compartments marked ``audit: required``: if the log cannot record, it
-raises ``AuditUnavailable`` and the caller refuses the request. The writer takes whatever has
+raises ``AuditUnavailable`` and the caller refuses the request; while the integrity watch holds
+the stored log tampered, it raises ``AuditTampered`` at once. The writer takes whatever has
 queued up, appends it to the Merkle log in one transaction on a worker thread, and meanwhile the
 next batch gathers — group commit without a timer. Events made outside the server (the CLI)
 are appended synchronously by the services, in the transaction of the change they record.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Protocol
 
 import anyio
 
@@ -29,6 +31,19 @@ class AuditUnavailable(Unavailable):
     code = "audit_unavailable"
 
 
+class AuditTampered(AuditUnavailable):
+    """The stored log failed its integrity check: a durable record in it proves nothing."""
+
+    code = "audit_integrity"
+
+
+class IntegrityState(Protocol):
+    """What the recorder asks of the integrity watch (``audit.integrity.IntegrityWatch``)."""
+
+    @property
+    def tampered(self) -> bool: ...
+
+
 class AuditRecorder:
     def __init__(
         self,
@@ -38,8 +53,10 @@ class AuditRecorder:
         linger: float = 0.0,
         max_queue: int = 100_000,
         max_batch: int = 2_000,
+        integrity: IntegrityState | None = None,
     ) -> None:
         self._store = store
+        self._integrity = integrity
         self._log = audit_log
         self._linger = linger
         self._max_batch = max_batch
@@ -64,6 +81,11 @@ class AuditRecorder:
 
     async def commit(self, event: Event) -> None:
         """Queue an event and wait until it is durable; ``AuditUnavailable`` if it cannot be."""
+        if self._integrity is not None and self._integrity.tampered:
+            raise AuditTampered(
+                "the audit log failed its integrity check; refusing until an operator "
+                "acknowledges it"
+            )
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         try:
             self._queue.put_nowait((event, future))

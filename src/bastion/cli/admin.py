@@ -15,7 +15,7 @@ from rich.text import Text
 from bastion.access.dormancy import DormancyService
 from bastion.errors import BadRequest, NotFound
 from bastion.identity.principals import PrincipalService
-from bastion.respond.locks import LOCK_TYPES, LockService, validate_target
+from bastion.respond.locks import LOCK_TYPES, LockService, validate_rate, validate_target
 from bastion.store import Store, state
 
 from .context import Context, actor, parse_duration
@@ -161,24 +161,36 @@ def register(app: typer.Typer) -> None:
     def lock(
         ctx: typer.Context,
         target_type: str = typer.Argument(..., help=f"one of: {', '.join(LOCK_TYPES)}"),
-        target: str = typer.Argument("*", help="name, thumbprint or family id (omit for 'all')"),
+        target: str = typer.Argument(
+            "*",
+            help="name, thumbprint, family id or network CIDR such as 203.0.113.0/24 "
+            "(omit for 'all')",
+        ),
         reason: str = typer.Option(..., help="why (recorded in the audit log)"),
         ttl: str | None = typer.Option(None, help="expire after e.g. 30m, 4h, 2d"),
+        rate: float | None = typer.Option(
+            None, help="throttle locks only: requests per minute the principal may make"
+        ),
         force: bool = typer.Option(False, help="lock a target that does not exist (yet)"),
     ) -> None:
-        """Lock a target: refused on its next request, open streams cut."""
+        """Lock a target: refused on its next request, open streams cut. `stepup` makes a
+        principal log in again with MFA; `throttle` holds it to --rate requests per minute."""
         c: Context = ctx.obj
         seconds = parse_duration(ttl) if ttl else None
         service = LockService(c.store, c.audit)
         target = validate_target(target_type, target)
+        validate_rate(target_type, rate)
         if not force and not service.known(target_type, target, c.config):
             raise NotFound(
                 f"no {target_type} {target!r} is known, so nothing was locked "
                 "(check the name, or use --force to lock it before it exists)"
             )
-        row, epoch = service.lock(target_type, target, reason=reason, author=actor(), ttl=seconds)
+        row, epoch = service.lock(
+            target_type, target, reason=reason, author=actor(), ttl=seconds, rate=rate
+        )
         expiry = f", expires {when(row.expires_at)} UTC" if row.expires_at else ""
-        out.print(f"locked {row.target_type} {row.target} ({row.id}{expiry})")
+        held = f" to {row.rate:g} requests/min" if row.rate is not None else ""
+        out.print(f"locked {row.target_type} {row.target}{held} ({row.id}{expiry})", markup=False)
         _report(c.store, epoch)
 
     @app.command()
@@ -193,14 +205,16 @@ def register(app: typer.Typer) -> None:
         released, epoch = LockService(c.store, c.audit).unlock(
             target_type, target, author=actor(), reason=reason
         )
-        out.print(f"unlocked {target_type} {target} ({', '.join(r.id for r in released)})")
+        shown = released[0].target  # as stored: a network is normalized
+        out.print(f"unlocked {target_type} {shown} ({', '.join(r.id for r in released)})")
         _report(c.store, epoch)
 
     @app.command()
     def locks(ctx: typer.Context) -> None:
         """List active locks."""
         c: Context = ctx.obj
-        table = Table(id_column("id"), "type", "target", "reason", "author", "since", "expires")
+        columns = ("type", "target", "reason", "author", "since", "expires", "rate")
+        table = Table(id_column("id"), *columns)
         for row in LockService(c.store, c.audit).active():
             add_row(
                 table,
@@ -211,6 +225,7 @@ def register(app: typer.Typer) -> None:
                 row.author,
                 when(row.created_at),
                 when(row.expires_at),
+                f"{row.rate:g}/min" if row.rate is not None else "-",
             )
         out.print(table)
 

@@ -1,4 +1,5 @@
-"""``bastion audit``: checkpoints, full verification, receipts, export, signed-note checks."""
+"""``bastion audit``: checkpoints, full verification, receipts, export, signed-note checks, and
+the tamper state the running servers share (``integrity``, ``acknowledge-tamper``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from rich.console import Console
 
 from bastion.audit.checkpoint import parse_checkpoint
 from bastion.audit.export import ocsf_line
+from bastion.audit.integrity import IntegrityWatch
 from bastion.audit.note import NoteError, open_note, parse_verifier_key
 from bastion.audit.receipt import make_receipt
 from bastion.audit.verify import verify_log
@@ -18,7 +20,7 @@ from bastion.errors import BadRequest, NotFound
 from bastion.store import events as rows
 from bastion.store.events import CheckpointRow
 
-from .context import Context
+from .context import Context, actor
 
 out = Console(highlight=False, soft_wrap=True)  # one greppable line per message
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -82,6 +84,55 @@ def register(app: typer.Typer) -> None:
         for problem in verdict.problems:
             err.print(f"  {problem}", markup=False)
         raise typer.Exit(1)
+
+    @audit_app.command("integrity")
+    def integrity(
+        ctx: typer.Context,
+        as_json: bool = typer.Option(False, "--json", help="print the status as one JSON object"),
+    ) -> None:
+        """Check the log against itself now, as the server does every second, and show the
+        tamper state the servers share; exits 1 while the log is held tampered."""
+        c: Context = ctx.obj
+        watch = IntegrityWatch(c.store, c.audit, new_per_pass=None, recheck_per_pass=None)
+        status = watch.check()
+        tampered = status["state"] != "ok"
+        if as_json:
+            sys.stdout.write(orjson.dumps(status).decode() + "\n")
+        elif not tampered:
+            out.print(f"audit log intact: {status['verified_size']} entries verified")
+        else:
+            err.print("[red]AUDIT LOG TAMPERED[/]: audit-required compartments are refused")
+            if status["first_bad_index"] is not None:
+                err.print(f"first bad index: {status['first_bad_index']}")
+            err.print(f"  {status['problem']}", markup=False)
+            now = watch.verify_now()
+            err.print(
+                "checked now: the log verifies from entry 0"
+                if now is None
+                else f"checked now: {now.problem}",
+                markup=False,
+            )
+            err.print(
+                "once investigated (and what was changed restored): "
+                'bastion audit acknowledge-tamper --reason "..."',
+                markup=False,
+            )
+        if tampered:
+            raise typer.Exit(1)
+
+    @audit_app.command("acknowledge-tamper")
+    def acknowledge_tamper(
+        ctx: typer.Context,
+        reason: str = typer.Option(..., "--reason", help="what was found and done (recorded)"),
+    ) -> None:
+        """Clear the tamper mark (recorded as audit.tamper_acknowledged): every server verifies
+        the log from entry 0 again, and finds any damage that is still there."""
+        c: Context = ctx.obj
+        event = IntegrityWatch(c.store, c.audit).acknowledge(reason, actor())
+        out.print(
+            f"tamper mark cleared ({event.id}); servers verify the log again from entry 0",
+            markup=False,
+        )
 
     @audit_app.command("prove")
     def prove(

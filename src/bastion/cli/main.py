@@ -20,7 +20,11 @@ from rich.markup import escape
 from bastion.errors import BastionError, ConfigError
 
 from . import access, admin, audit, client_cmds, events, findings, server
+from . import drill as drill_cmds
+from . import guard as guard_cmds
+from . import incident as incident_cmds
 from . import mfa as mfa_cmds
+from . import response as response_cmds
 from . import review as review_cmds
 from . import simulate as simulate_cmds
 from .context import Context
@@ -59,7 +63,11 @@ access.register(app)
 review_cmds.register(app)
 mfa_cmds.register(app)
 findings.register(app)
+incident_cmds.register(app)
 simulate_cmds.register(app)
+guard_cmds.register(app)
+response_cmds.register(app)
+drill_cmds.register(app)
 
 
 def main() -> None:

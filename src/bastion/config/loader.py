@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -38,46 +38,57 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 _NULL_TAG = "tag:yaml.org,2002:null"
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 _BAD = object()  # a scalar that could not be constructed (already reported)
+M = TypeVar("M", bound=BaseModel)
 
 
 def load_config(path: Path) -> BastionConfig:
     """Read and validate a config file; every failure is a :class:`ConfigError`."""
+    text = read_text(path, missing=" (`bastion init` writes an example)")
+    return parse_config(text, str(path))
+
+
+def parse_config(text: str, file: str = DEFAULT_FILE) -> BastionConfig:
+    """Validate config text; ``file`` names it in error messages."""
+    return parse_document(text, file, BastionConfig)
+
+
+def parse_document(text: str, file: str, root: type[M]) -> M:
+    """Validate YAML text against ``root`` (bastion.yaml, playbooks.yaml), with the same
+    ``file:line: key.path: problem`` errors and the same limits for every file Bastion reads."""
+    _check_size(len(text.encode("utf-8", "surrogatepass")), file)
+    document = _Document.read(text, file)
+    try:
+        return root.model_validate(document.data)
+    except ValidationError as exc:
+        located = [
+            (document.line_of(path), path, message)
+            for error in exc.errors(include_url=False)
+            for path, message in _explain(error, root)
+        ]
+        raise ConfigError(file, _render(file, located)) from None
+
+
+def read_text(path: Path, missing: str = "") -> str:
+    """A config file's text: bounded, UTF-8, every failure a :class:`ConfigError`."""
     file = str(path)
     try:
         with path.open("rb") as stream:
             raw = stream.read(MAX_FILE_BYTES + 1)  # bounded: the path may be a pipe or a device
     except FileNotFoundError:
-        raise ConfigError(
-            file, [f"{file}: no such file (`bastion init` writes an example)"]
-        ) from None
+        raise ConfigError(file, [f"{file}: no such file{missing}"]) from None
     except IsADirectoryError:
         raise ConfigError(file, [f"{file}: is a directory, not a config file"]) from None
     except OSError as exc:
         raise ConfigError(file, [f"{file}: cannot read: {exc.strerror or exc}"]) from None
     _check_size(len(raw), file)
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        byte = raw[exc.start]
-        problem = f"{file}:{line}: not valid UTF-8 (byte 0x{byte:02x} at offset {exc.start})"
+        problem = (
+            f"{file}:{line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+        )
         raise ConfigError(file, [problem]) from None
-    return parse_config(text, file)
-
-
-def parse_config(text: str, file: str = DEFAULT_FILE) -> BastionConfig:
-    """Validate config text; ``file`` names it in error messages."""
-    _check_size(len(text.encode("utf-8", "surrogatepass")), file)
-    document = _Document.read(text, file)
-    try:
-        return BastionConfig.model_validate(document.data)
-    except ValidationError as exc:
-        located = [
-            (document.line_of(path), path, message)
-            for error in exc.errors(include_url=False)
-            for path, message in _explain(error)
-        ]
-        raise ConfigError(file, _render(file, located)) from None
 
 
 def _check_size(size: int, file: str) -> None:
@@ -326,21 +337,23 @@ def _loc_key(key: object) -> str | int:
 # -- pydantic errors -> (path, message) ---------------------------------------------------------
 
 
-def _explain(error: ErrorDetails) -> list[tuple[KeyPath, str]]:
+def _explain(error: ErrorDetails, root: type[BaseModel]) -> list[tuple[KeyPath, str]]:
     """One pydantic error as problems at key paths, in the words of this file format."""
     loc: KeyPath = tuple(error["loc"])
     kind = error["type"]
     ctx: Mapping[str, Any] = error.get("ctx") or {}
     got = f" (got {describe(error.get('input'))})"
     if loc and loc[-1] == "[key]":
-        return [(loc[:-1], "name " + _message(kind, ctx, loc[:-1], error["msg"], got))]
+        return [(loc[:-1], "name " + _message(kind, ctx, loc[:-1], error["msg"], got, root))]
     if kind == "value_error" and isinstance(ctx.get("error"), ConfigProblems):
         return [((*loc, *path), message) for path, message in ctx["error"].problems]
-    return [(loc, _message(kind, ctx, loc, error["msg"], got))]
+    return [(loc, _message(kind, ctx, loc, error["msg"], got, root))]
 
 
-def _message(kind: str, ctx: Mapping[str, Any], loc: KeyPath, fallback: str, got: str) -> str:
-    expected = _type_at(loc)
+def _message(
+    kind: str, ctx: Mapping[str, Any], loc: KeyPath, fallback: str, got: str, root: type[BaseModel]
+) -> str:
+    expected = _type_at(loc, root)
     simple = {
         "missing": "missing required key",
         "string_type": "must be a string" + got,
@@ -358,7 +371,7 @@ def _message(kind: str, ctx: Mapping[str, Any], loc: KeyPath, fallback: str, got
     if kind == "value_error":
         return str(ctx.get("error", fallback))
     if kind == "extra_forbidden":
-        return _unknown_key(loc)
+        return _unknown_key(loc, root)
     if kind == "enum" and isinstance(expected, type) and issubclass(expected, Enum):
         return "must be one of " + ", ".join(str(m.value) for m in expected) + got
     if kind in ("model_type", "model_attributes_type"):
@@ -380,8 +393,8 @@ def _number(value: object) -> object:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-def _unknown_key(loc: KeyPath) -> str:
-    allowed = _fields(_type_at(loc[:-1]))
+def _unknown_key(loc: KeyPath, root: type[BaseModel]) -> str:
+    allowed = _fields(_type_at(loc[:-1], root))
     close = suggest(loc[-1], allowed) if loc else None
     if close:
         return f"unknown key; did you mean {close!r}?"
@@ -394,9 +407,9 @@ def _fields(annotation: object) -> list[str]:
     return []
 
 
-def _type_at(loc: KeyPath) -> object:
-    """The declared type at ``loc`` in :class:`BastionConfig`, or None if the path leaves it."""
-    current: object = BastionConfig
+def _type_at(loc: KeyPath, root: type[BaseModel]) -> object:
+    """The declared type at ``loc`` in ``root``, or None if the path leaves it."""
+    current: object = root
     for part in loc:
         current = _unwrap(current)
         if isinstance(current, type) and issubclass(current, BaseModel):

@@ -201,6 +201,7 @@ NEVER_FORWARDED = frozenset(
         "x-forwarded-proto",
         "forwarded",
         "x-real-ip",
+        "bastion-assertion",  # Bastion's own signed assertion (gateway/assertion.py)
     }
 )
 
@@ -212,6 +213,14 @@ def _header_name(value: str) -> str:
     if name in NEVER_FORWARDED:
         raise ValueError(f"{name!r} carries credentials or routing and is never forwarded")
     return name
+
+
+def _audience(value: str) -> str:
+    if not value or len(value) > _MAX_URL or not value.isprintable() or " " in value:
+        raise ValueError(
+            f"must be 1-{_MAX_URL} printable characters without spaces (got {describe(value)})"
+        )
+    return value
 
 
 def _version(value: int) -> int:
@@ -303,6 +312,11 @@ class Upstream(_Frozen):
     timeout_seconds: Seconds = 60.0
     connect_timeout_seconds: Seconds = 5.0
     forward_headers: tuple[Annotated[StrictStr, AfterValidator(_header_name)], ...] = ()
+    # The `aud` of Bastion's signed assertion to this upstream (docs/guard.md); default: base_url.
+    assertion_audience: Annotated[StrictStr, AfterValidator(_audience)] | None = None
+    # Send the assertion at all: it names the principal, so a third-party API that cannot
+    # verify it (api.openai.com, ...) should be told `assertion: false`.
+    assertion: StrictBool = True
 
 
 class Model(_Frozen):

@@ -15,12 +15,13 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, model_validator
 
 from .caep import CaepOptions
+from .playbooks import Automatic
 from .urls import endpoint_url
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
 _MAX_URL = 2000
-EVENT_KINDS = ("finding",)
+EVENT_KINDS = ("finding", "response")
 
 
 def _url(value: str) -> str:
@@ -65,7 +66,7 @@ class Webhook(_Frozen):
     secret_env: Annotated[StrictStr, AfterValidator(_env_name)]
     format: Literal["json", "slack"] = "json"
     min_severity: Literal["low", "medium", "high", "critical"] = "medium"
-    events: tuple[Annotated[StrictStr, AfterValidator(_kind)], ...] = ("finding",)
+    events: tuple[Annotated[StrictStr, AfterValidator(_kind)], ...] = ("finding", "response")
 
     @model_validator(mode="after")
     def _some_events(self) -> Webhook:
@@ -75,9 +76,12 @@ class Webhook(_Frozen):
 
 
 class Response(_Frozen):
-    """Signals out: webhooks (more to come: security event streams)."""
+    """Signals out (webhooks, CAEP) and automatic response (playbooks, their limits)."""
 
     webhooks: tuple[Webhook, ...] = ()
+    # A playbooks file, relative to bastion.yaml; None: the built-in playbooks (docs/response.md).
+    playbooks: StrictStr | None = Field(default=None, max_length=500)
+    automatic: Automatic = Field(default_factory=Automatic)
     caep: CaepOptions = Field(default_factory=CaepOptions)  # CAEP / RISC SETs (config/caep.py)
 
     @model_validator(mode="after")

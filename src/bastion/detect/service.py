@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence, Sized
 from typing import Any
@@ -61,8 +62,15 @@ class DetectionService:
         poll: float = 0.1,
         save_every: float = 30.0,
         notifier: Notifier | None = None,
+        responder: Callable[[Sequence[Finding]], Sequence[Any]] | None = None,
+        on_response: Callable[[], object] | None = None,
     ) -> None:
         self._notifier = notifier
+        # Playbooks (respond/service.py): answered in this step, right after the findings are
+        # stored, so containment follows detection within the same poll; ``on_response`` then
+        # reloads the snapshot so the locks hold on the next request.
+        self._responder = responder
+        self._on_response = on_response
         self._store = store
         self._audit = audit
         self._recorder = recorder
@@ -79,6 +87,9 @@ class DetectionService:
         self._saved_at = 0.0
         self._nudged = asyncio.Event()
         self._lock = asyncio.Lock()
+        # Held by the worker thread for a whole step: cancelling the task that waits for a step
+        # does not stop its thread, so shutdown waits on this before saving and closing.
+        self._busy = threading.Lock()
         self.unparsable = 0
         self.failures = 0
         self.rebuild_error = ""
@@ -112,13 +123,22 @@ class DetectionService:
             pass
 
     async def stop(self) -> None:
+        """Wait for a step still running on its thread, then save the engine's state."""
         async with self._lock:
-            if self._engine is not None:
-                await anyio.to_thread.run_sync(self._save)
+            await anyio.to_thread.run_sync(self._save_when_idle)
 
     # -- the worker-thread side ------------------------------------------------------------------
 
+    def _save_when_idle(self) -> None:
+        with self._busy:
+            if self._engine is not None:
+                self._save()
+
     def _step(self) -> int:
+        with self._busy:
+            return self._step_locked()
+
+    def _step_locked(self) -> int:
         engine = self._ready()
         if engine is None:
             return 0
@@ -143,9 +163,22 @@ class DetectionService:
             for finding in (changed[f.id] for f in new):
                 if finding.status == "open":
                     self._notifier.notify("finding", finding_payload(finding))
+        self._respond([f for f in changed.values() if f.status == "open"])
         if self._clock() - self._saved_at >= self._save_every:
             self._save()
         return len(rows)
+
+    def _respond(self, findings: list[Finding]) -> None:
+        if self._responder is None or not findings:
+            return
+        try:
+            taken = self._responder(findings)
+        except Exception:  # never lose the engine's position over a response failure
+            self.failures += 1
+            log.exception("automatic response failed")
+            return
+        if taken and self._on_response is not None:
+            self._on_response()
 
     def _persist(self, changed: list[Finding], new: list[Finding], position: int) -> None:
         if changed:

@@ -30,22 +30,21 @@ from bastion.errors import (
     BastionError,
     BodyTooLarge,
     HeadersTooLarge,
-    InsufficientUserAuthentication,
     InvalidJSON,
     MethodNotAllowed,
     NotFound,
+    Throttled,
     TooManyRequests,
     Unavailable,
     UnknownModel,
     UpstreamError,
 )
-from bastion.policy.authorize import Caller, check_locks
+from bastion.policy.authorize import Caller, check_locks, throttle_locks
 from bastion.policy.decide import decide
 from bastion.policy.decision import Decision, Reason
 from bastion.policy.holder import SnapshotHolder
-from bastion.policy.mfa import max_mfa_age
 from bastion.policy.snapshot import ModelRoute, Snapshot
-from bastion.policy.stepup import decide_with_step_up
+from bastion.policy.stepup import decide_with_step_up, step_up_error
 
 from .auth import Authenticator, caller_of, request_url, with_risk
 from .net import Network, source_ip
@@ -282,7 +281,7 @@ class Gateway:
         if snapshot is None:
             exchange.decision = Decision.deny(Reason.NO_SNAPSHOT, 0)
             raise Unavailable("the gateway has no policy snapshot yet; refusing all requests")
-        caller = with_risk(caller_of(snapshot, claims), self._risk, now)
+        caller = with_risk(caller_of(snapshot, claims, exchange.source_ip), self._risk, now)
         if self._families.moved(caller.family, exchange.source_ip, now):
             caller = replace(caller, family_moved=True)
         exchange.caller = caller
@@ -294,9 +293,15 @@ class Gateway:
         exchange.content = snapshot.signals.classify(route.compartment, payload)
         self._decide(snapshot, exchange, route, api, now)
         try:
+            for lock in throttle_locks(snapshot, exchange.caller, now):  # throttle locks first
+                self._quotas.throttle(lock.target, lock.id, lock.rate or 0.0, now)
             self._quotas.admit(
                 route.quotas, route.compartment, claims.sub, exchange.caller.org, now
             )
+        except Throttled as error:
+            lock_id = (f"lock:{error.lock}",)
+            exchange.decision = Decision.deny(Reason.THROTTLED, snapshot.epoch, lock_id)
+            raise
         except TooManyRequests:
             exchange.decision = Decision.deny(Reason.QUOTA_EXCEEDED, snapshot.epoch)
             raise
@@ -360,12 +365,7 @@ class Gateway:
         )
         exchange.decision = decision
         if stale_mfa:
-            max_age = max_mfa_age(snapshot, route.compartment) or 0
-            raise InsufficientUserAuthentication(
-                f"model {route.name!r} needs an MFA login at most {max_age} s old: "
-                "log in again with MFA",
-                max_age,
-            )
+            raise step_up_error(snapshot, exchange.caller, route.name, route.compartment, now)
         if not decision.allowed:
             shown = decision.shown()  # the audit event keeps every reason
             raise AccessDenied(
@@ -380,6 +380,8 @@ class Gateway:
         locked = check_locks(snapshot, caller, None, now)
         if locked is not None:
             exchange.decision = locked
+            if locked.reasons == (Reason.INSUFFICIENT_USER_AUTHENTICATION,):  # a step-up lock
+                raise step_up_error(snapshot, caller, None, None, now)
             raise AccessDenied("access denied (" + ", ".join(locked.reasons) + ")", locked.reasons)
         visible = []
         for name in sorted(snapshot.models):
@@ -439,7 +441,15 @@ class Gateway:
                 exchange.hide_usage = UsageChunkFilter()
         if rewrite:
             body = orjson.dumps({**payload, **rewrite})
-        response = await self._proxy.open(route, "POST", scope["path"], scope["headers"], body)
+        response = await self._proxy.open(
+            route,
+            "POST",
+            scope["path"],
+            scope["headers"],
+            body,
+            subject=exchange.caller.principal,
+            event_id=exchange.event_id,
+        )
         try:
             if response.status_code in (401, 403):
                 raise UpstreamError(

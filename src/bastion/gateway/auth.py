@@ -34,9 +34,10 @@ def request_url(
     return f"{scheme}://localhost{path}"
 
 
-def caller_of(snapshot: Snapshot, claims: AccessClaims) -> Caller:
+def caller_of(snapshot: Snapshot, claims: AccessClaims, source: str = "") -> Caller:
     """Who a verified token speaks for, as the current snapshot knows them: the principal must
-    still exist and the token's device key must still be enrolled."""
+    still exist and the token's device key must still be enrolled. ``source`` is the request's
+    resolved source address (for network locks)."""
     facts = snapshot.principals.get(claims.sub)
     if facts is None:
         raise AuthenticationError("the token's principal no longer exists")
@@ -57,6 +58,7 @@ def caller_of(snapshot: Snapshot, claims: AccessClaims) -> Caller:
         actor=actor,
         actor_org=actor_facts.org if actor_facts else "",
         mfa_at=claims.auth_time,  # set only when the token's login passed MFA
+        source=source,
     )
 
 

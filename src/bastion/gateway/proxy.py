@@ -15,6 +15,9 @@ import httpx2
 from bastion.errors import Unavailable, UpstreamError, UpstreamTimeout
 from bastion.policy.snapshot import ModelRoute
 
+from .assertion import HEADER as ASSERTION_HEADER
+from .assertion import UpstreamAssertions
+
 # Request headers passed upstream; everything else (Authorization, DPoP, x-api-key, cookies,
 # forwarding and hop-by-hop headers) stops at the gateway.
 PASS_REQUEST_HEADERS = frozenset(
@@ -58,7 +61,14 @@ def response_headers(response: httpx2.Response) -> list[tuple[bytes, bytes]]:
 
 
 class UpstreamProxy:
-    def __init__(self, transport: httpx2.AsyncBaseTransport | None = None) -> None:
+    """With ``assertions``, every request carries Bastion's signed assertion (``bastion guard``)."""
+
+    def __init__(
+        self,
+        transport: httpx2.AsyncBaseTransport | None = None,
+        assertions: UpstreamAssertions | None = None,
+    ) -> None:
+        self._assertions = assertions
         self._client = httpx2.AsyncClient(
             transport=transport,
             limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=200),
@@ -73,8 +83,12 @@ class UpstreamProxy:
         path: str,
         headers: Iterable[tuple[bytes, bytes]],
         body: bytes,
+        *,
+        subject: str | None = None,
+        event_id: str | None = None,
     ) -> httpx2.Response:
-        """Send the request and return the response with its body still unread."""
+        """Send the request and return the response with its body still unread. ``subject``
+        (the principal) and ``event_id`` (its audit event) go into the signed assertion."""
         request = self._client.build_request(
             method,
             upstream_path(route, path),
@@ -82,6 +96,11 @@ class UpstreamProxy:
             content=body,
             timeout=httpx2.Timeout(route.read_timeout, connect=route.connect_timeout),
         )
+        if self._assertions is not None and route.assertion:  # over the target and body as sent
+            target = request.url.raw_path.decode("ascii")
+            request.headers[ASSERTION_HEADER] = self._assertions.sign(
+                route, method, target, body, subject=subject, event_id=event_id
+            )
         try:
             return await self._client.send(request, stream=True)
         except httpx2.TimeoutException:

@@ -5,6 +5,10 @@ LLM tokens (refilled at ``tokens_per_hour``). A request takes one request token 
 forwarded; its usage (tokens in + out) is charged when the response ends, so the token bucket
 may go below zero and then refuses until it refills. A refusal says when to retry. Buckets live
 in the gateway process (cluster mode will keep them in Redis); idle full buckets are dropped.
+
+A throttle lock (``bastion lock throttle``) adds one more bucket, per principal and lock, across
+every model and compartment: ``rate`` requests per minute, one at a time (no bursts: a
+throttle placed because of an attack must not let the next few requests straight through).
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ import math
 from dataclasses import dataclass
 
 from bastion.config.models import Limits, Quotas
-from bastion.errors import TooManyRequests
+from bastion.errors import Throttled, TooManyRequests
 
 MAX_BUCKETS = 200_000
+MIN_RATE = 1e-3  # requests per minute: a throttle never divides by zero
+EPSILON = 1e-9
 
 
 @dataclass(slots=True)
@@ -87,6 +93,26 @@ class QuotaBuckets:
                     )
                 requests.level -= 1
                 taken.append(requests)
+
+    def throttle(self, principal: str, lock: str, rate: float, now: float) -> None:
+        """Take one request from the bucket of throttle lock ``lock`` on ``principal``; raise
+        ``Throttled`` (with Retry-After) when it is spent. The bucket is the lock's own, so a
+        new lock starts full and a released one leaves nothing behind that matters."""
+        key = ("throttle", principal, lock, "")
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= MAX_BUCKETS:
+                self._evict(now)
+            per_second = max(rate, MIN_RATE) / 60.0
+            bucket = self._buckets[key] = Bucket(1.0, per_second, 1.0, now)
+        bucket.refill(now)
+        if bucket.level < 1 - EPSILON:  # a retry at exactly Retry-After must not miss by 1e-16
+            raise Throttled(
+                f"throttled: principal {principal!r} is held to {rate:g} requests per minute",
+                retry_after=max(1, math.ceil(bucket.wait(1.0))),
+                lock=lock,
+            )
+        bucket.level -= 1
 
     @staticmethod
     def _refund(taken: list[Bucket]) -> None:

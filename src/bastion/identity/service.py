@@ -32,6 +32,7 @@ from bastion.errors import (
     Unavailable,
     UnsupportedGrantType,
 )
+from bastion.policy.authorize import network_targets
 from bastion.policy.holder import SnapshotHolder
 from bastion.policy.snapshot import Snapshot
 from bastion.store import Store, state
@@ -210,7 +211,13 @@ class TokenService:
         return await self._refresh(form, proof, now, source_ip, user_agent)
 
     def _check_principal(
-        self, snapshot: Snapshot, principal: str, jkt: str, now: float, family: str = ""
+        self,
+        snapshot: Snapshot,
+        principal: str,
+        jkt: str,
+        now: float,
+        family: str = "",
+        source: str = "",
     ) -> None:
         if snapshot.config.detection.honeytokens.covers(principal, jkt):
             raise HoneytokenPresented(principal, jkt)
@@ -230,6 +237,8 @@ class TokenService:
             targets.append(("family", family))
         if snapshot.lock_on(targets, now) is not None:
             raise PrincipalRefused(principal, f"principal {principal!r} is locked")
+        if snapshot.has_network_locks and snapshot.lock_on(network_targets(source), now):
+            raise PrincipalRefused(principal, "the network this request comes from is locked")
 
     async def _client_credentials(
         self, form: Mapping[str, str], proof: DPoPProof, now: float, source_ip: str, user_agent: str
@@ -253,7 +262,7 @@ class TokenService:
             raise InvalidClient("client_id does not match the client assertion")
         if proof.jkt != client.jkt:
             raise InvalidClient("the DPoP proof must be signed by the client assertion's key")
-        self._check_principal(snapshot, client.client_id, client.jkt, now)
+        self._check_principal(snapshot, client.client_id, client.jkt, now, source=source_ip)
         mfa_at = await self._check_mfa(form, client.client_id, now)
         auth_time, amr, acr = auth_context(mfa_at)
         facts = snapshot.principals[client.client_id]
@@ -317,7 +326,7 @@ class TokenService:
         snapshot = self._snapshot()
         verified = await exchange.verify_exchange(form, self._federation, snapshot, now)
         holder, subject = verified.holder.principal, verified.subject.principal
-        self._check_principal(snapshot, holder, proof.jkt, now)
+        self._check_principal(snapshot, holder, proof.jkt, now, source=source_ip)
         if verified.actor is not None:  # the subject must not be locked or disabled either
             self._check_principal_state(snapshot, subject, now)
         family = "fam_" + secrets.token_hex(8)
@@ -409,7 +418,9 @@ class TokenService:
                     _Refresh.EXPIRED: "the refresh token has expired",
                 }.get(outcome, "refresh refused"),
             )
-        self._check_principal(snapshot, family.principal, family.jkt, now, family.id)
+        self._check_principal(
+            snapshot, family.principal, family.jkt, now, family.id, source=source_ip
+        )
         facts = snapshot.principals[family.principal]
         auth_time, amr, acr = auth_context(family.mfa_at)  # the login's MFA time, not now
         access, _ = self._codec.issue(

@@ -3,13 +3,16 @@ any evaluation error is a deny."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import ipaddress
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cedarpy
 
 from .decision import Decision, Reason
-from .snapshot import NS, Snapshot
+from .snapshot import NS, LockFacts, Snapshot
 
 _ACTION = {"type": f"{NS}::Action", "id": "invoke"}
 _LOCK_REASONS = {
@@ -19,7 +22,10 @@ _LOCK_REASONS = {
     "key": Reason.LOCKED_KEY,
     "family": Reason.LOCKED_FAMILY,
     "compartment": Reason.LOCKED_COMPARTMENT,
+    "network": Reason.LOCKED_NETWORK,
 }
+# Network locks are looked up in O(1) per prefix length, so only these lengths can be locked.
+NETWORK_PREFIXES: Mapping[int, tuple[int, ...]] = {4: (32, 24, 16), 6: (128, 64, 48)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +45,8 @@ class Caller:
     risk: int = 0
     # D2 inline: this token family was used from another network moments ago (two places at once).
     family_moved: bool = False
+    # The source address as the gateway resolved it (trusted proxies applied): network locks.
+    source: str = ""
 
     def acting(self) -> Caller:
         """The actor as a caller of its own (same key and family)."""
@@ -49,6 +57,7 @@ class Caller:
             family=self.family,
             mfa_at=self.mfa_at,  # the actor holds the key: the token's MFA is the actor's
             risk=self.risk,
+            source=self.source,
         )
 
 
@@ -107,7 +116,30 @@ class RequestFacts:
         }
 
 
-def lock_targets(caller: Caller, compartment: str | None) -> list[tuple[str, str]]:
+@lru_cache(maxsize=4096)
+def network_targets(source: str) -> tuple[tuple[str, str], ...]:
+    """The network lock targets that cover ``source``, one per lockable prefix length (none for
+    a value that is not an address). Cached: a gateway sees the same addresses over and over,
+    and this runs on every request while any network is locked."""
+    try:
+        address = ipaddress.ip_address(source)
+    except ValueError:
+        return ()
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # a dual-stack socket's view of an IPv4 peer
+    return tuple(
+        ("network", str(ipaddress.ip_network((address, length), strict=False)))
+        for length in NETWORK_PREFIXES[address.version]
+    )
+
+
+def lock_targets(
+    caller: Caller, compartment: str | None, networks: bool = True
+) -> list[tuple[str, str]]:
+    """Every target whose lock refuses this caller outright, broadest first. ``networks=False``
+    skips the source-network targets (the snapshot knows when no network is locked). Step-up
+    and throttle locks are not among them: they do not refuse outright (see
+    :func:`step_up_lock` and :func:`throttle_locks`)."""
     targets = [
         ("all", "*"),
         ("principal", caller.principal),
@@ -119,17 +151,59 @@ def lock_targets(caller: Caller, compartment: str | None) -> list[tuple[str, str
         targets += [("principal", caller.actor), ("org", caller.actor_org)]
     if compartment is not None:
         targets.append(("compartment", compartment))
+    if networks and caller.source:
+        targets += network_targets(caller.source)
     return targets
+
+
+def _principals(caller: Caller) -> tuple[str, ...]:
+    """The principals a principal-scoped lock may name: the caller and a delegation's actor."""
+    return (caller.principal, caller.actor) if caller.actor else (caller.principal,)
+
+
+def step_up_lock(snapshot: Snapshot, caller: Caller, now: float) -> LockFacts | None:
+    """The active step-up lock on the caller (or its actor) that the token's MFA does not
+    satisfy: a login without MFA, or with MFA from before the lock. ``auth_time`` has whole
+    seconds, so a lock counts from the start of the second it was placed in."""
+    if not snapshot.locks:
+        return None
+    for principal in _principals(caller):
+        lock = snapshot.locks.get(("stepup", principal))
+        if lock is None or not lock.active(now):
+            continue
+        if caller.mfa_at is None or caller.mfa_at < math.floor(lock.created_at):
+            return lock
+    return None
+
+
+def throttle_locks(snapshot: Snapshot, caller: Caller, now: float) -> list[LockFacts]:
+    """The active throttle locks on the caller (or its actor). They refuse nothing here: the
+    gateway holds the principal to the lock's rate (``QuotaBuckets.throttle``)."""
+    if not snapshot.locks:
+        return []
+    found = []
+    for principal in _principals(caller):
+        lock = snapshot.locks.get(("throttle", principal))
+        if lock is not None and lock.rate is not None and lock.active(now):
+            found.append(lock)
+    return found
 
 
 def check_locks(
     snapshot: Snapshot, caller: Caller, compartment: str | None, now: float
 ) -> Decision | None:
-    """A deny naming the lock if any target is locked, else None."""
-    lock = snapshot.lock_on(lock_targets(caller, compartment), now)
-    if lock is None:
-        return None
-    return Decision.deny(_LOCK_REASONS[lock.target_type], snapshot.epoch, (f"lock:{lock.id}",))
+    """A deny naming the lock if any target is locked, else None. A step-up lock the token's
+    MFA does not satisfy denies too, with ``insufficient_user_authentication`` (the gateway
+    answers it with the RFC 9470 challenge); an outright lock wins over it."""
+    targets = lock_targets(caller, compartment, snapshot.has_network_locks)
+    lock = snapshot.lock_on(targets, now)
+    if lock is not None:
+        return Decision.deny(_LOCK_REASONS[lock.target_type], snapshot.epoch, (f"lock:{lock.id}",))
+    step_up = step_up_lock(snapshot, caller, now)
+    if step_up is not None:
+        reason = Reason.INSUFFICIENT_USER_AUTHENTICATION
+        return Decision.deny(reason, snapshot.epoch, (f"lock:{step_up.id}",))
+    return None
 
 
 def _request(principal: str, model: str, facts: RequestFacts) -> dict[str, object]:

@@ -19,6 +19,7 @@ class Reason(StrEnum):
     FORBIDDEN_BY_POLICY = "forbidden_by_policy"
     POLICY_ERROR = "policy_error"
     QUOTA_EXCEEDED = "quota_exceeded"
+    THROTTLED = "throttled"  # a throttle lock's rate is spent (429, after Cedar)
     NETWORK_NOT_ALLOWED = "network_not_allowed"
     OUTSIDE_CONTRACT = "outside_contract"
     OUTSIDE_WORKING_HOURS = "outside_working_hours"
@@ -40,6 +41,7 @@ class Reason(StrEnum):
     LOCKED_KEY = "locked_key"
     LOCKED_FAMILY = "locked_family"
     LOCKED_COMPARTMENT = "locked_compartment"
+    LOCKED_NETWORK = "locked_network"
 
     @classmethod
     def parse(cls, value: str | None) -> Reason:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
 
@@ -29,7 +29,17 @@ from bastion.store.reviews import ReviewRow
 from .decision import Reason
 
 NS = "Bastion"
-LOCK_TYPES = ("all", "principal", "org", "key", "family", "compartment")
+LOCK_TYPES = (
+    "all",
+    "principal",
+    "org",
+    "key",
+    "family",
+    "compartment",
+    "network",
+    "stepup",
+    "throttle",
+)
 
 
 def _uid(kind: str, name: str) -> dict[str, str]:
@@ -57,6 +67,8 @@ class ModelRoute:
     forward_headers: frozenset[str] = frozenset()
     audit_required: bool = False
     quotas: Quotas = field(default_factory=Quotas)
+    audience: str = ""  # `aud` of the upstream assertion; "" means base_url (gateway/assertion.py)
+    assertion: bool = True  # whether to send it (not to third-party APIs: it names principals)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +87,8 @@ class LockFacts:
     target: str
     reason: str
     expires_at: float | None
+    created_at: float = 0.0  # step-up locks pass logins with MFA after this time
+    rate: float | None = None  # throttle locks: requests per minute
 
     def active(self, now: float) -> bool:
         return self.expires_at is None or self.expires_at > now
@@ -113,6 +127,12 @@ class Snapshot:
     # Memo of Cedar decisions for this snapshot (decisions are pure functions of the snapshot
     # and the request facts); bounded, and gone with the snapshot on the next swap.
     decisions: dict[Hashable, Any] = field(default_factory=dict, repr=False, compare=False)
+    # Whether any source network is locked: without one, requests skip the network lookups.
+    has_network_locks: bool = field(default=False, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        network = any(target_type == "network" for target_type, _ in self.locks)
+        object.__setattr__(self, "has_network_locks", network)  # derived, so always in step
 
     def lock_on(self, targets: Iterable[tuple[str, str]], now: float) -> LockFacts | None:
         """The first active lock on any of ``targets`` (each an O(1) lookup), or None."""
@@ -283,6 +303,8 @@ def _routes(config: BastionConfig, env: Mapping[str, str]) -> dict[str, ModelRou
             forward_headers=frozenset(upstream.forward_headers),
             audit_required=config.compartments[model.compartment].audit is AuditMode.REQUIRED,
             quotas=config.compartments[model.compartment].quotas,
+            audience=upstream.assertion_audience or "",
+            assertion=upstream.assertion,
         )
     return routes
 
@@ -314,17 +336,45 @@ def _grant_index(rows: Sequence[GrantRow]) -> dict[tuple[str, str], float]:
 
 
 def _lock_index(rows: Sequence[LockRow]) -> dict[tuple[str, str], LockFacts]:
-    """One entry per target: the lock that lasts longest (no expiry beats any expiry)."""
+    """One entry per target: the lock that lasts longest (no expiry beats any expiry). Step-up
+    and throttle locks are merged instead (see :func:`_merged`)."""
     index: dict[tuple[str, str], LockFacts] = {}
     for row in rows:
-        lock = LockFacts(row.id, row.target_type, row.target, row.reason, row.expires_at)
+        lock = LockFacts(
+            row.id,
+            row.target_type,
+            row.target,
+            row.reason,
+            row.expires_at,
+            row.created_at,
+            row.rate,
+        )
         held = index.get((row.target_type, row.target))
-        if held is None or (
+        if held is not None and row.target_type in ("stepup", "throttle"):
+            index[(row.target_type, row.target)] = _merged(held, lock)
+        elif held is None or (
             held.expires_at is not None
             and (lock.expires_at is None or lock.expires_at > held.expires_at)
         ):
             index[(row.target_type, row.target)] = lock
     return index
+
+
+def _merged(held: LockFacts, lock: LockFacts) -> LockFacts:
+    """Two step-up or throttle locks on one principal as one that is at least as strict as
+    both, for as long as either lasts: the latest step-up (an MFA login after it satisfies the
+    earlier one too), the lowest rate. Keeping only the longest-lasting one would let a second
+    step-up pass logins that satisfied the first."""
+    if held.expires_at is None or lock.expires_at is None:
+        expires_at = None
+    else:
+        expires_at = max(held.expires_at, lock.expires_at)
+    if lock.target_type == "stepup":
+        strict = lock if lock.created_at >= held.created_at else held
+    else:
+        unset = float("inf")  # a throttle row always has a rate; a row without one holds nobody
+        strict = lock if (lock.rate or unset) < (held.rate or unset) else held
+    return replace(strict, expires_at=expires_at)
 
 
 def _review_due(config: BastionConfig, reviews: Sequence[ReviewRow]) -> dict[str, float]:

@@ -6,6 +6,7 @@ transaction; gateways pick the new epoch up (``bastion.sync``) and end open stre
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 import time
@@ -15,6 +16,7 @@ from bastion.audit.events import AdminAction
 from bastion.audit.log import AuditLog
 from bastion.config import BastionConfig
 from bastion.errors import BadRequest, NotFound
+from bastion.policy.authorize import NETWORK_PREFIXES  # what the gateway can look up
 from bastion.store import Store, state
 from bastion.store import keys as key_rows
 from bastion.store import locks as lock_rows
@@ -22,8 +24,19 @@ from bastion.store import principals as principal_rows
 from bastion.store import tokens as token_rows
 from bastion.store.locks import LockRow
 
-LOCK_TYPES = ("principal", "org", "key", "family", "compartment", "all")
-_TARGET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
+LOCK_TYPES = (
+    "principal",
+    "org",
+    "key",
+    "family",
+    "compartment",
+    "network",  # a source network (a CIDR of one of the NETWORK_PREFIXES lengths)
+    "stepup",  # a principal must log in again with MFA (passes once it has)
+    "throttle",  # a principal is held to ``rate`` requests per minute
+    "all",
+)
+MAX_RATE = 10_000.0
+_TARGET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
 MAX_TTL = 365 * 24 * 3600
 
 
@@ -32,9 +45,41 @@ def validate_target(target_type: str, target: str) -> str:
         raise BadRequest(f"unknown lock type {target_type!r}: use one of {', '.join(LOCK_TYPES)}")
     if target_type == "all":
         return "*"
-    if not _TARGET.match(target):
+    if target_type == "network":
+        return _network(target)
+    if not _TARGET.fullmatch(target):  # fullmatch: "$" would let a trailing newline through
         raise BadRequest(f"invalid {target_type} name for a lock target")
     return target
+
+
+def validate_rate(target_type: str, rate: float | None) -> None:
+    """A throttle lock needs a rate (requests per minute, finite, above 0); others take none."""
+    if (target_type == "throttle") != (rate is not None):
+        raise BadRequest("a throttle lock needs a rate (requests per minute); others take none")
+    if rate is not None and not 0 < rate <= MAX_RATE:  # NaN fails this too
+        raise BadRequest(f"throttle rate must be above 0 and at most {MAX_RATE:g} per minute")
+
+
+def _network(target: str) -> str:
+    """A CIDR (or a bare address, taken as /32 or /128), normalized; host bits must be zero."""
+    text = target.strip()
+    try:
+        if "%" in text:  # a scoped IPv6 address names an interface, not a network
+            raise ValueError(text)
+        network = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise BadRequest(
+            "invalid network for a lock target: use a CIDR such as 203.0.113.0/24"
+        ) from None
+    if isinstance(network, ipaddress.IPv6Network) and network.network_address.ipv4_mapped:
+        raise BadRequest("lock an IPv4-mapped network by its IPv4 form, such as 203.0.113.0/24")
+    allowed = NETWORK_PREFIXES[network.version]
+    if network.prefixlen not in allowed:
+        lengths = ", ".join(f"/{n}" for n in allowed)
+        raise BadRequest(f"network locks take IPv{network.version} prefixes {lengths} only")
+    if ipaddress.ip_interface(text).ip != network.network_address:
+        raise BadRequest(f"the network has host bits set: did you mean {network}?")
+    return str(network)
 
 
 class LockService:
@@ -58,9 +103,12 @@ class LockService:
         reason: str,
         author: str,
         ttl: float | None = None,
+        rate: float | None = None,
     ) -> tuple[LockRow, int]:
-        """Lock a target; returns the lock and the state epoch that carries it."""
+        """Lock a target; returns the lock and the state epoch that carries it. ``rate``
+        (requests per minute) is for throttle locks and required by them."""
         target = validate_target(target_type, target)
+        validate_rate(target_type, rate)
         reason = reason.strip()
         if not reason or len(reason) > 500:
             raise BadRequest("a lock needs a reason of 1 to 500 characters")
@@ -77,6 +125,7 @@ class LockService:
             expires_at=now + ttl if ttl else None,
             released_at=None,
             released_by=None,
+            rate=rate,
         )
         event = AdminAction(
             actor=author,
@@ -85,7 +134,8 @@ class LockService:
             target_type=target_type,
             target=target,
             reason=reason,
-            detail={"lock": row.id, "expires_at": row.expires_at},
+            detail={"lock": row.id, "expires_at": row.expires_at}
+            | ({"rate": rate} if rate is not None else {}),
         )
         with self._store.begin() as conn:
             lock_rows.insert(conn, row)
@@ -103,8 +153,10 @@ class LockService:
             return target in config.orgs
         if target_type == "compartment":
             return target in config.compartments
+        if target_type == "network":
+            return True  # any network may be locked
         with self._store.read() as conn:
-            if target_type == "principal":
+            if target_type in ("principal", "stepup", "throttle"):
                 return target in config.principals or principal_rows.get(conn, target) is not None
             if target_type == "key":
                 return key_rows.get(conn, target) is not None

@@ -105,6 +105,18 @@ def slack_text(kind: str, payload: Mapping[str, Any]) -> str:
             f"{payload.get('detection', '')} on {payload.get('entity_type', '')} "
             f"{payload.get('entity', '')}: {payload.get('explanation', '')}"
         )
+    elif kind == "response":
+        done = ", ".join(
+            f"{a.get('action')} {a.get('target')} ({a.get('status')})"
+            for a in payload.get("actions", ())
+            if isinstance(a, Mapping)
+        )
+        line = (
+            f"[{str(payload.get('severity', '')).upper()}] Bastion response to "
+            f"{payload.get('detection', '')} on {payload.get('entity_type', '')} "
+            f"{payload.get('entity', '')}: {done or 'no action'}"
+            + (f"; incident {payload['incident']}" if payload.get("incident") else "")
+        )
     else:
         line = f"Bastion {kind}: {orjson.dumps(payload).decode()}"
     return _slack_escape(line)

@@ -20,6 +20,7 @@ class LockRow:
     expires_at: float | None
     released_at: float | None
     released_by: str | None
+    rate: float | None = None  # throttle locks: requests per minute allowed while it holds
 
 
 def insert(conn: sa.Connection, row: LockRow) -> None:
@@ -32,6 +33,7 @@ def insert(conn: sa.Connection, row: LockRow) -> None:
             author=row.author,
             created_at=row.created_at,
             expires_at=row.expires_at,
+            rate=row.rate,
         )
     )
 

@@ -80,6 +80,7 @@ locks = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=True),
     sa.Column("released_at", sa.Float, nullable=True),
     sa.Column("released_by", sa.String(128), nullable=True),
+    sa.Column("rate", sa.Float, nullable=True),  # throttle locks: requests per minute
     sa.Index("ix_locks_active", "target_type", "target", "released_at"),
 )
 
@@ -255,4 +256,59 @@ deliveries = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("delivered_at", sa.Float, nullable=True),
     sa.Column("dead_at", sa.Float, nullable=True),
+)
+
+# Incidents: findings about the same entity or campaign, grouped, with the actions taken on them.
+# ``entities`` is a JSON object of the implicated principals, orgs, token families, device keys
+# and source networks; the timeline and blast radius are assembled from the audit log on read.
+incidents = sa.Table(
+    "incidents",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("title", sa.String(300), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # open | contained | resolved
+    sa.Column("owner", sa.String(128), nullable=True),
+    sa.Column("entities", sa.Text, nullable=False),  # JSON
+    sa.Column("opened_at", sa.Float, nullable=False, index=True),
+    sa.Column("first_signal_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("contained_at", sa.Float, nullable=True),
+    sa.Column("resolved_at", sa.Float, nullable=True),
+    sa.Column("resolved_by", sa.String(128), nullable=True),
+    sa.Column("resolution", sa.String(1000), nullable=True),
+)
+
+incident_findings = sa.Table(
+    "incident_findings",
+    metadata,
+    sa.Column("incident", sa.String(32), primary_key=True),
+    sa.Column("finding", sa.String(32), primary_key=True),
+    sa.Column("added_at", sa.Float, nullable=False),
+    sa.Index("ix_incident_findings_finding", "finding"),
+)
+
+# Response actions, automatic (from a playbook) or manual: what was (or would have been) done,
+# to which target, why, and whether it was undone. ``status``: done | dry_run | pending_approval |
+# rate_limited | skipped | failed | undone | rejected.
+response_actions = sa.Table(
+    "response_actions",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("target_type", sa.String(16), nullable=False),
+    sa.Column("target", sa.String(128), nullable=False),
+    sa.Column("mode", sa.String(16), nullable=False),  # enforce | dry-run
+    sa.Column("status", sa.String(24), nullable=False, index=True),
+    sa.Column("playbook", sa.String(64), nullable=False),  # "" for manual actions
+    sa.Column("finding", sa.String(32), nullable=True, index=True),
+    sa.Column("incident", sa.String(32), nullable=True, index=True),
+    sa.Column("author", sa.String(128), nullable=False),
+    sa.Column("reason", sa.String(500), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),  # JSON
+    sa.Column("lock", sa.String(32), nullable=True),  # the lock it created, if any
+    sa.Column("created_at", sa.Float, nullable=False, index=True),
+    sa.Column("executed_at", sa.Float, nullable=True),
+    sa.Column("undone_at", sa.Float, nullable=True),
+    sa.Column("undone_by", sa.String(128), nullable=True),
 )

@@ -83,3 +83,30 @@ def rotate_refresh(conn: sa.Connection, token_hash: str, now: float) -> bool:
         .values(rotated_at=now)
     )
     return result.rowcount == 1
+
+
+def unexpired_families(
+    conn: sa.Connection, principals: list[str], now: float, access_ttl: float, limit: int = 500
+) -> list[FamilyRow]:
+    """These principals' families that can still call, newest first: not revoked, and holding
+    an unexpired refresh token (each refresh issues one for a full lifetime, so a family kept
+    refreshed lives on past its first) or an access token that may not have expired yet (one
+    issued within ``access_ttl``: token-exchange families have no refresh token)."""
+    if not principals:
+        return []
+    recent = now - access_ttl
+    refresh_alive = sa.exists().where(
+        refresh_tokens.c.family == token_families.c.id,
+        sa.or_(refresh_tokens.c.expires_at > now, refresh_tokens.c.issued_at > recent),
+    )
+    rows = conn.execute(
+        sa.select(token_families)
+        .where(
+            token_families.c.principal.in_(principals),
+            token_families.c.revoked_at.is_(None),
+            sa.or_(token_families.c.created_at > recent, refresh_alive),
+        )
+        .order_by(token_families.c.created_at.desc())
+        .limit(limit)
+    )
+    return [FamilyRow(**row._mapping) for row in rows]

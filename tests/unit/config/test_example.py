@@ -37,6 +37,8 @@ def test_example_models_and_compartments() -> None:
         "demo-chat": ("example-openai", "general"),
         "demo-claude": ("example-anthropic", "general"),
         "cyber-frontier": ("example-openai", "frontier"),
+        "vendor-chat": ("example-openai", "vendor-work"),
+        "vendor-lab-chat": ("example-openai", "vendor-lab"),
     }
     frontier = config.compartments["frontier"]
     assert frontier.level is Level.CRITICAL
@@ -49,6 +51,7 @@ def test_example_orgs_and_principals() -> None:
     assert {name: org.kind for name, org in config.orgs.items()} == {
         "lab": OrgKind.INTERNAL,
         "acme": OrgKind.VENDOR,
+        "oldco": OrgKind.VENDOR,
     }
     alice = config.principals["alice"]
     assert (alice.kind, alice.org, alice.disabled) == ("user", "lab", False)

@@ -41,7 +41,8 @@ def test_a_webhook_parses_with_its_defaults() -> None:
     )
     minimal = BASE.replace("      format: json\n      min_severity: high\n", "")
     (hook,) = parse_config(minimal.replace("      events: [finding]\n", "")).response.webhooks
-    assert (hook.format, hook.min_severity, hook.events) == ("json", "medium", ("finding",))
+    assert (hook.format, hook.min_severity) == ("json", "medium")
+    assert hook.events == ("finding", "response")  # both kinds unless the webhook says otherwise
 
 
 def test_no_response_section_means_no_webhooks() -> None:

@@ -149,3 +149,48 @@ def test_state_stays_bounded_for_50000_principals() -> None:
         detector.observe(d04_use(T0 + n, f"p{n}", jkt=f"{n:043d}"), CTX)
     assert len(detector.keys) == len(detector.networks) == len(detector.owners) == 20_000
     assert detector.keys.stats.evictions == detector.owners.stats.evictions == 30_000
+
+
+def test_one_key_used_by_two_logins_from_two_networks_in_turn_is_high() -> None:
+    detector = CredentialSharing()
+    owner = {"family": "fam_owner", "source_ip": "10.20.1.10"}
+    friend = {"family": "fam_friend", "source_ip": "10.20.6.20"}  # a copy of the key elsewhere
+    assert detector.observe(d04_use(T0, **owner), CTX) == []
+    assert detector.observe(d04_use(T0 + 1, **friend), CTX) == []
+    [draft] = detector.observe(d04_use(T0 + 2, **owner), CTX)
+    assert (draft.severity, draft.entity_type, draft.entity) == (
+        Severity.HIGH,
+        "principal",
+        "victor",
+    )
+    assert "two logins from two networks" in draft.explanation
+    assert "10.20.1.0/24" in draft.explanation
+
+
+def test_one_device_roaming_with_two_sessions_is_quiet() -> None:
+    detector = CredentialSharing()
+    # Two processes on one laptop (two families) move together from network A to B and back.
+    plan = [("fam_1", "A"), ("fam_2", "A"), ("fam_1", "B"), ("fam_2", "B"), ("fam_1", "A")]
+    for n, (family, net) in enumerate(plan):
+        source = "10.20.1.10" if net == "A" else "10.20.2.10"
+        assert detector.observe(d04_use(T0 + n * 10, family=family, source_ip=source), CTX) == []
+
+
+def test_the_same_pattern_slower_than_the_flip_span_or_internal_is_quiet() -> None:
+    slow = CredentialSharing(flip_span=120)
+    internal = CredentialSharing()
+    for n, (family, source) in enumerate(
+        [("f1", "10.20.1.10"), ("f2", "10.20.6.20"), ("f1", "10.20.1.10")]
+    ):
+        assert slow.observe(d04_use(T0 + n * 200, family=family, source_ip=source), CTX) == []
+        use = d04_use(T0 + n, "alice", family=family, source_ip=source)  # alice is internal
+        assert internal.observe(use, CTX) == []
+
+
+def test_two_places_state_survives_a_restart() -> None:
+    detector = CredentialSharing()
+    detector.observe(d04_use(T0, family="f1", source_ip="10.20.1.10"), CTX)
+    detector.observe(d04_use(T0 + 1, family="f2", source_ip="10.20.6.20"), CTX)
+    restored = CredentialSharing()
+    restored.load(detector.dump())
+    assert restored.observe(d04_use(T0 + 2, family="f1", source_ip="10.20.1.10"), CTX)

@@ -262,7 +262,8 @@ async def test_stop_dead_letters_what_was_never_sent() -> None:
 
 def test_the_documented_receiver_snippet_verifies_what_bastion_signs() -> None:
     doc = (Path(__file__).parents[3] / "docs" / "response.md").read_text(encoding="utf-8")
-    snippet = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    blocks = [block.split("```", 1)[0] for block in doc.split("```python\n")[1:]]
+    (snippet,) = [block for block in blocks if "def verify_bastion(" in block]
     namespace: dict[str, Any] = {}
     exec(snippet, namespace)  # noqa: S102 - our own documentation
     check = namespace["verify_bastion"]

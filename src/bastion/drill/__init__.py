@@ -1,0 +1,1 @@
+"""``bastion drill``: replay the contractor-breach threat model against a running Bastion."""
