@@ -8,6 +8,7 @@ process runs. It is frozen, and its ``repr`` never shows a secret (database pass
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,6 +42,10 @@ class Settings:
     state_dir: Path = Path(DEFAULT_STATE_DIR)
     config_file: Path = Path(DEFAULT_CONFIG_FILE)
     database_url: str = field(default="", repr=False)
+    # Cluster mode: Redis for fan-out, the DPoP replay cache and shared counters ("" = embedded).
+    redis_url: str = field(default="", repr=False)
+    # Every Redis key starts "<prefix>:", so several deployments can share one Redis.
+    redis_prefix: str = "bastion"
     public_url: str = ""
     trusted_proxies: tuple[str, ...] = ()
     access_token_ttl: int = 600
@@ -56,6 +61,7 @@ class Settings:
         return (
             f"Settings(state_dir={str(self.state_dir)!r}, config_file={str(self.config_file)!r}, "
             f"database_url={_redact_url(self.resolved_database_url)!r}, "
+            f"redis_url={_redact_url(self.redis_url) if self.redis_url else ''!r}, "
             f"public_url={self.public_url!r})"
         )
 
@@ -63,6 +69,11 @@ class Settings:
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to SQLite inside the state directory."""
         return self.database_url or f"sqlite:///{(self.state_dir / 'bastion.db').resolve()}"
+
+    @property
+    def cluster(self) -> bool:
+        """Cluster mode: PostgreSQL for state and the audit log, Redis for what is shared."""
+        return bool(self.redis_url)
 
     @property
     def issuer_key_file(self) -> Path:
@@ -79,6 +90,10 @@ class Settings:
             values["config_file"] = Path(env["BASTION_CONFIG"])
         if "BASTION_DATABASE_URL" in env:
             values["database_url"] = env["BASTION_DATABASE_URL"]
+        if "BASTION_REDIS_URL" in env:
+            values["redis_url"] = _redis_url(env["BASTION_REDIS_URL"])
+        if "BASTION_REDIS_PREFIX" in env:
+            values["redis_prefix"] = _redis_prefix(env["BASTION_REDIS_PREFIX"])
         if "BASTION_PUBLIC_URL" in env:
             values["public_url"] = env["BASTION_PUBLIC_URL"].rstrip("/")
         if "BASTION_TRUSTED_PROXIES" in env:
@@ -107,6 +122,22 @@ def _int_env(env: Mapping[str, str], name: str, low: int, high: int) -> int:
     if not low <= value <= high:
         raise ConfigError(name, [f"must be between {low} and {high}, got {value}"])
     return value
+
+
+def _redis_url(raw: str) -> str:
+    """A redis:// or rediss:// URL; errors never echo it (it may hold a password)."""
+    url = raw.strip()
+    if not url.startswith(("redis://", "rediss://", "unix://")) or any(c.isspace() for c in url):
+        raise ConfigError(
+            "BASTION_REDIS_URL", ["must be a redis://, rediss:// or unix:// URL (not shown here)"]
+        )
+    return url
+
+
+def _redis_prefix(raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", raw):
+        raise ConfigError("BASTION_REDIS_PREFIX", ["must be 1-64 letters, digits, '.', '_' or '-'"])
+    return raw
 
 
 def _float_env(env: Mapping[str, str], name: str, low: float, high: float) -> float:

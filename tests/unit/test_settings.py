@@ -160,3 +160,26 @@ def test_a_bad_integrity_interval_is_a_config_error(raw: str, problem: str) -> N
         Settings.from_env({"BASTION_INTEGRITY_INTERVAL": raw})
     assert caught.value.file == "BASTION_INTEGRITY_INTERVAL"
     assert caught.value.problems == [problem]
+
+
+def test_a_redis_url_switches_to_cluster_mode_and_is_never_shown() -> None:
+    settings = Settings.from_env({"BASTION_REDIS_URL": "redis://:s3cret@10.0.0.5:6379/2"})
+    assert settings.cluster
+    assert "s3cret" not in repr(settings)
+    assert not Settings().cluster
+
+
+@pytest.mark.parametrize(
+    "raw", ["http://10.0.0.5:6379", "10.0.0.5:6379", "redis://a b", "", "s3cret-not-a-url"]
+)
+def test_a_bad_redis_url_is_refused_without_echoing_it(raw: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env({"BASTION_REDIS_URL": raw})
+    assert "BASTION_REDIS_URL" in str(refused.value)
+    assert (raw or "\x00") not in str(refused.value).replace("BASTION_REDIS_URL", "")
+
+
+@pytest.mark.parametrize("raw", ["", "-x", "a" * 65, "a:b", "a b", "ü"])
+def test_a_bad_redis_prefix_is_refused(raw: str) -> None:
+    with pytest.raises(ConfigError, match="BASTION_REDIS_PREFIX"):
+        Settings.from_env({"BASTION_REDIS_PREFIX": raw})

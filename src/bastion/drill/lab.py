@@ -207,6 +207,6 @@ class Lab:
                 ).first()
             if mark.tampered and found is not None:
                 result.detected_at = float(found.time)
-                result.detections = [f"{AuditTamperDetected.name} #{mark.index}"]
+                result.detections = [f"tamper #{mark.index}"]
                 return
             time.sleep(0.05)

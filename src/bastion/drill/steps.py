@@ -37,7 +37,7 @@ def _until_contained(
 
 
 def t1_stolen_token(lab: Lab) -> StepResult:
-    result = StepResult("T1", "stolen access token used without the device key")
+    result = StepResult("T1", "stolen token, without the device key")
     victim = lab.contractor("t1")
     victim.chat(lab.model)  # the contractor at work
     thief = lab.stranger(victim.principal, "198.51.100.7").holding(victim.token)
@@ -50,7 +50,7 @@ def t1_stolen_token(lab: Lab) -> StepResult:
 
 
 def t2_token_replay(lab: Lab) -> StepResult:
-    result = StepResult("T2", "stolen token and key replayed from a second network")
+    result = StepResult("T2", "token and key replayed from elsewhere")
     victim = lab.contractor("t2")
     for _ in range(2):
         victim.chat(lab.model)
@@ -65,7 +65,7 @@ def t2_token_replay(lab: Lab) -> StepResult:
 
 
 def t3_key_outside(lab: Lab) -> StepResult:
-    result = StepResult("T3", "stolen device key used from outside the vendor's networks")
+    result = StepResult("T3", "device key used outside the vendor")
     victim = lab.contractor("t3")
     victim.chat(lab.model)
     thief = victim.at(OUTSIDE)
@@ -80,7 +80,7 @@ def t3_key_outside(lab: Lab) -> StepResult:
 
 
 def t4_probing(lab: Lab) -> StepResult:
-    result = StepResult("T4", "probing models outside the contractor's entitlement")
+    result = StepResult("T4", "probing other models")
     insider = lab.contractor("t4")
     insider.chat(lab.model)
     for model in lab.probes:
@@ -93,7 +93,7 @@ def t4_probing(lab: Lab) -> StepResult:
 
 
 def t5_harvesting(lab: Lab) -> StepResult:
-    result = StepResult("T5", "harvesting model output at volume")
+    result = StepResult("T5", "harvesting output")
     insider = lab.contractor("t5")
     insider.chat(lab.model)
     _until_contained(lab, result, lambda: insider.chat(lab.model, words=10_000))
@@ -103,7 +103,7 @@ def t5_harvesting(lab: Lab) -> StepResult:
 
 
 def t6_shared_account(lab: Lab) -> StepResult:
-    result = StepResult("T6", "a second person using the same account at the same time")
+    result = StepResult("T6", "a second person on the account")
     owner = lab.contractor("t6")
     friend = lab.until_logged_in(owner.at(lab.networks.third))  # a copy of the key, own login
     after = 0
@@ -120,7 +120,7 @@ def t6_shared_account(lab: Lab) -> StepResult:
 
 
 def t7_after_contract(lab: Lab) -> StepResult:
-    result = StepResult("T7", "access after the contract ended")
+    result = StepResult("T7", "access after the contract")
     former = lab.contractor("t7", org=lab.former_vendor)
     for _ in range(3):
         result.record(former.chat(lab.model))
@@ -131,7 +131,7 @@ def t7_after_contract(lab: Lab) -> StepResult:
 
 
 def t8_self_approval(lab: Lab) -> StepResult:
-    result = StepResult("T8", "self-approval and escalation through the control plane")
+    result = StepResult("T8", "self-approval, escalation")
     insider = lab.contractor("t8")
     asked, filed = insider.admin(
         "POST",
@@ -158,7 +158,7 @@ def _model_of(lab: Lab, compartment: str) -> str | None:
 
 
 def t10_direct_upstream(lab: Lab) -> StepResult:
-    result = StepResult("T10", "calling the model server directly, around the gateway")
+    result = StepResult("T10", "model server called directly")
     route = lab.config.model(lab.model)
     assert route is not None
     base = lab.config.upstreams[route.upstream].base_url.rstrip("/")
@@ -190,7 +190,7 @@ def t10_direct_upstream(lab: Lab) -> StepResult:
 def t9_audit_edit(lab: Lab) -> StepResult:
     """An intruder with database access rewrites a request of theirs in the audit log (a
     served request made to look refused), then goes on using the model."""
-    result = StepResult("T9", "covering tracks by editing the audit database")
+    result = StepResult("T9", "audit database edited")
     insider = lab.contractor("t9")
     insider.chat(lab.model)
     time.sleep(0.3)  # recorded, and verified by the watch
