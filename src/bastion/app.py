@@ -13,12 +13,14 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from functools import partial
+from typing import Any, Literal
 
 import httpx2
+import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -57,7 +59,8 @@ from bastion.gateway.assertion import UpstreamAssertions
 from bastion.gateway.auth import Authenticator
 from bastion.gateway.net import Network, parse_networks, source_ip
 from bastion.gateway.proxy import UpstreamProxy
-from bastion.gateway.quotas import QuotaBuckets
+from bastion.gateway.quotas import QuotaBuckets, QuotaLedger
+from bastion.gateway.quotas_redis import RedisQuotaBuckets
 from bastion.gateway.streams import StreamRegistry
 from bastion.identity.access_tokens import AccessTokenCodec
 from bastion.identity.caep import CaepEmitter
@@ -70,6 +73,7 @@ from bastion.identity.mfa import KEY_FILE as MFA_KEY_FILE
 from bastion.identity.mfa import MfaService
 from bastion.identity.principals import PrincipalService
 from bastion.identity.replay import MemoryReplayCache
+from bastion.identity.replay_redis import RedisReplayCache
 from bastion.identity.service import TokenService
 from bastion.policy.holder import SnapshotHolder
 from bastion.respond.incidents import IncidentService
@@ -79,9 +83,19 @@ from bastion.respond.playbooks import PlaybookSource
 from bastion.respond.service import ResponseService
 from bastion.settings import Settings
 from bastion.store import Store
+from bastion.store import redis as shared_state
+from bastion.store.fanout import EpochPublisher, EpochSubscriber
 from bastion.sync import StateSync, sync_config_principals
 
 log = logging.getLogger("bastion")
+
+# What a process runs. "embedded": everything, in one process (the default). In cluster mode the
+# work is split: each "gateway" serves requests (hot path, token endpoint, admin API) and keeps
+# its snapshot fresh; the one "worker" runs what must happen once per deployment, not once per
+# process: the detection engine (and the playbooks it answers with), the checkpointer and the
+# lifecycle sweeper.
+Role = Literal["embedded", "gateway", "worker"]
+ROLES: tuple[Role, ...] = ("embedded", "gateway", "worker")
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +153,8 @@ class _Parts:
     proxy: UpstreamProxy
     checkpointer: Checkpointer
     proxies: tuple[Network, ...]
+    shared_redis: aioredis.Redis | None = None  # cluster: replay cache, quotas
+    role: Role = "embedded"
 
 
 def _build(
@@ -146,6 +162,7 @@ def _build(
     upstream_transport: httpx2.AsyncBaseTransport | None,
     env: Mapping[str, str] | None,
     clock: Callable[[], float] = time.time,
+    role: Role = "embedded",
 ) -> tuple[_Parts, BastionConfig]:
     issuer_url = settings.public_url or "http://127.0.0.1:8080"
     config = load_config(settings.config_file)
@@ -156,6 +173,8 @@ def _build(
     signals.load(config)  # a missing or corrupt MMDB file or a bad classifier stops startup too
     store = Store(settings.resolved_database_url)
     store.migrate()
+    if settings.cluster:  # announce every committed state change on Redis (store/fanout.py)
+        store.on_epoch = EpochPublisher(settings.redis_url, settings.redis_prefix)
     sync_config_principals(store, config, now=time.time())
     issuer = IssuerKey.load_or_create(settings.issuer_key_file)
     holder = SnapshotHolder()
@@ -168,7 +187,11 @@ def _build(
         settings.config_file,
         env=env,
         poll_interval=settings.state_poll_interval,
+        kind="worker" if role == "worker" else "gateway",  # the heartbeat says which
         signals=signals,
+        fanout=EpochSubscriber(settings.redis_url, settings.redis_prefix)
+        if settings.cluster
+        else None,
     )
     keys = audit_keys.load_or_create(settings.state_dir)
     audit = AuditLog(
@@ -179,8 +202,13 @@ def _build(
     integrity = IntegrityWatch(store, audit, clock, interval=settings.integrity_interval)
     recorder = AuditRecorder(store, audit, linger=settings.audit_linger, integrity=integrity)
     codec = AccessTokenCodec(issuer, issuer=issuer_url, audience=issuer_url)
+    # Cluster mode: one DPoP replay cache and one set of quota buckets for every gateway.
+    shared_redis = shared_state.async_client(settings.redis_url) if settings.cluster else None
     dpop = DPoPVerifier(
-        MemoryReplayCache(), max_age=settings.dpop_max_age, clock_skew=settings.dpop_clock_skew
+        MemoryReplayCache(),
+        max_age=settings.dpop_max_age,
+        clock_skew=settings.dpop_clock_skew,
+        shared=RedisReplayCache(shared_redis, settings.redis_prefix) if shared_redis else None,
     )
     mfa = MfaService(store, audit, settings.state_dir / MFA_KEY_FILE)
     tokens = TokenService(
@@ -274,6 +302,8 @@ def _build(
             store, audit, interval=settings.checkpoint_interval, integrity=integrity
         ),
         proxies=parse_networks(settings.trusted_proxies),
+        shared_redis=shared_redis,
+        role=role,
     )
     return parts, config
 
@@ -284,25 +314,38 @@ def _caep_options(holder: SnapshotHolder, startup: BastionConfig) -> CaepOptions
     return (startup if snapshot is None else snapshot.config).response.caep
 
 
-def _lifespan(parts: _Parts) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
-    """First snapshot, then the poller, the audit writer and the checkpointer; on shutdown the
-    audit queue is flushed and a last checkpoint signed before the store closes."""
+def _background(parts: _Parts) -> list[Coroutine[Any, Any, None]]:
+    """The background loops this process's role runs. Every process keeps its snapshot fresh and
+    writes its own audit queue; CAEP and webhook deliveries are queued in memory by the process
+    that caused them (a lock made through one gateway's admin API, say), so each process sends
+    its own. Every process runs the integrity watch too: it is how a gateway's recorder learns
+    of a tamper mark (its own finding or one shared through the database) and refuses
+    ``audit: required`` compartments — fail closed beats doing the verification once. The
+    once-per-deployment loops run only in the embedded process or the worker."""
     services = parts.services
+    loops: list[Coroutine[Any, Any, None]] = [services.sync.run(), services.recorder.run()]
+    if services.caep is not None:
+        loops.append(services.caep.run())
+    if services.notifier is not None:
+        loops.append(services.notifier.run())
+    if services.integrity is not None:
+        loops.append(services.integrity.run())
+    if parts.role != "gateway":
+        loops += [parts.checkpointer.run(), services.sweeper.run(), services.detection.run()]
+    return loops
+
+
+def _lifespan(parts: _Parts) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """First snapshot, then the role's background loops (see ``_background``); on shutdown the
+    audit queue is flushed and, outside a gateway, a last checkpoint signed before the store
+    closes."""
+    services = parts.services
+    once_per_deployment = parts.role != "gateway"
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await services.sync.reload()
-        tasks = [
-            asyncio.create_task(services.sync.run()),
-            asyncio.create_task(services.recorder.run()),
-            asyncio.create_task(parts.checkpointer.run()),
-            asyncio.create_task(services.sweeper.run()),
-            asyncio.create_task(services.detection.run()),
-            *([asyncio.create_task(services.caep.run())] if services.caep else []),
-            *([asyncio.create_task(services.integrity.run())] if services.integrity else []),
-        ]
-        if services.notifier is not None:
-            tasks.append(asyncio.create_task(services.notifier.run()))
+        tasks = [asyncio.create_task(loop) for loop in _background(parts)]
         try:
             yield
         finally:
@@ -312,11 +355,15 @@ def _lifespan(parts: _Parts) -> Callable[[Starlette], AbstractAsyncContextManage
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await services.recorder.flush()
-            await services.detection.stop()
+            if once_per_deployment:
+                await services.detection.stop()
             if services.notifier is not None:
                 await services.notifier.stop()  # after detection: its last findings go out too
-            await parts.checkpointer.once()
+            if once_per_deployment:
+                await parts.checkpointer.once()
             await parts.proxy.aclose()
+            if parts.shared_redis is not None:
+                await parts.shared_redis.aclose()
             services.sync.deregister()
             services.store.close()
 
@@ -385,8 +432,14 @@ def _control(parts: _Parts, clock: Callable[[], float] = time.time) -> Starlette
         snapshot = services.holder.current
         if snapshot is None:
             return JSONResponse({"status": "no snapshot", "error": services.holder.last_error}, 503)
+        age = services.sync.freshness(time.monotonic())  # seconds since the lock view was proved
         return JSONResponse(
-            {"status": "ready", "epoch": snapshot.epoch, "last_error": services.holder.last_error}
+            {
+                "status": "ready",
+                "epoch": snapshot.epoch,
+                "last_error": services.holder.last_error,
+                "lock_view_age": round(age, 3) if age != float("inf") else None,
+            }
         )
 
     control = Starlette(
@@ -403,17 +456,27 @@ def _control(parts: _Parts, clock: Callable[[], float] = time.time) -> Starlette
     return control
 
 
+def _quotas(parts: _Parts) -> QuotaLedger:
+    """Token buckets in Redis in cluster mode (quotas hold across gateways), else in memory."""
+    if parts.shared_redis is None:
+        return QuotaBuckets()
+    return RedisQuotaBuckets(parts.shared_redis, parts.services.settings.redis_prefix)
+
+
 def create_app(
     settings: Settings,
     *,
     upstream_transport: httpx2.AsyncBaseTransport | None = None,
     env: Mapping[str, str] | None = None,
     clock: Callable[[], float] = time.time,
+    role: Role = "embedded",
 ) -> BastionApp:
     """Build every service once and wire them; ``env`` (default: the process environment) is
     where upstream API keys are read from; ``clock`` is the token service's and the gateway's
-    time (tests move it forward)."""
-    parts, config = _build(settings, upstream_transport, env, clock)
+    time (tests move it forward); ``role`` picks the background loops (see ``Role``)."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}")
+    parts, config = _build(settings, upstream_transport, env, clock, role)
     services = parts.services
     gateway = Gateway(
         holder=services.holder,
@@ -421,7 +484,7 @@ def create_app(
         proxy=parts.proxy,
         recorder=services.recorder,
         streams=services.streams,
-        quotas=QuotaBuckets(),
+        quotas=_quotas(parts),
         limits=GatewayLimits(
             max_body_bytes=config.gateway.max_body_bytes,
             max_header_bytes=config.gateway.max_header_bytes,

@@ -32,6 +32,9 @@ CLI in ``cli/main.py``); anything that is not a ``BastionError`` is logged and b
     │   └── Throttled (throttled)                  a throttle lock holds the principal's rate
     ├── Conflict (409 conflict)
     ├── Unavailable (503 unavailable)
+    │   └── LockViewStale (lock_view_stale)        a strict compartment; the lock view is too old
+    │   ├── ReplayCacheUnavailable (replay_cache_unavailable)   cluster: Redis cannot vouch
+    │   └── QuotaUnavailable (quota_unavailable)   cluster: Redis down, strict compartment
     └── UpstreamError (502 upstream_error)
         └── UpstreamTimeout (504 upstream_timeout)
 
@@ -208,6 +211,27 @@ class Conflict(BastionError):
 class Unavailable(BastionError):
     status = 503
     code = "unavailable"
+
+
+class ReplayCacheUnavailable(Unavailable):
+    """Cluster mode: the shared DPoP replay cache (Redis) did not answer, so a proof's single
+    use cannot be proven; the proof is refused (fail closed), the client retries with a new one."""
+
+    code = "replay_cache_unavailable"
+
+
+class QuotaUnavailable(Unavailable):
+    """Cluster mode: the shared token buckets (Redis) did not answer and the compartment is
+    restricted or critical, where a quota that cannot be enforced refuses the request."""
+
+    code = "quota_unavailable"
+
+
+class LockViewStale(Unavailable):
+    """A strict compartment refuses the call: this gateway has not proved for too long that its
+    view of locks is current (its epoch reads fail), so a lock placed elsewhere might be missed."""
+
+    code = "lock_view_stale"
 
 
 class UpstreamError(BastionError):

@@ -8,6 +8,7 @@ same formatter is installed for uvicorn's loggers so the whole process speaks on
 from __future__ import annotations
 
 import logging
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,9 +34,25 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(data, default=str).decode()
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not the stream it was at
+    configuration time (which an embedding program, or a test, may have replaced and closed)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass  # always sys.stderr
+
+
 def log_config(level: str = "info") -> dict[str, Any]:
     """A ``logging.config.dictConfig`` for ``bastion serve`` (also handed to uvicorn)."""
-    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    handler = {"()": "bastion.logs.StderrHandler", "formatter": "json"}
     logger = {"handlers": ["default"], "level": level.upper(), "propagate": False}
     return {
         "version": 1,

@@ -6,6 +6,11 @@ snapshot; a failed build keeps the last good one and reports why. ``run`` polls 
 another process takes effect within one poll; changes made in this process call ``reload``
 directly and take effect before the response that made them. The process also records its
 applied epoch as a heartbeat, which ``bastion lock`` waits on to confirm enforcement.
+
+In cluster mode a Redis subscriber (``store/fanout.py``) nudges the poll the moment another
+process commits a change; the poll stays, as the fallback. Each successful epoch read that matches
+the snapshot (or a rebuild) proves the lock view current: ``freshness`` is the seconds since, and
+strict compartments refuse calls when it is over their bound (``policy/lockview.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 
 import anyio
 
+from bastion.background import finish_on_cancel
 from bastion.config import BastionConfig, load_config
 from bastion.detect.signals import NO_SIGNALS, Signals, SignalsLoader
 from bastion.errors import BastionError
@@ -33,6 +39,7 @@ from bastion.store import keys as key_rows
 from bastion.store import locks as lock_rows
 from bastion.store import principals as principal_rows
 from bastion.store import reviews as review_rows
+from bastion.store.fanout import EpochSubscriber
 from bastion.store.principals import PrincipalRow
 
 log = logging.getLogger("bastion.sync")
@@ -105,8 +112,10 @@ class StateSync:
         poll_interval: float = 0.25,
         kind: str = "gateway",
         signals: SignalsLoader | None = None,
+        fanout: EpochSubscriber | None = None,
     ) -> None:
         self._store = store
+        self._fanout = fanout  # cluster mode: Redis tells us when to look, the poll stays
         self._holder = holder
         self._config_file = config_file
         self._env = dict(os.environ) if env is None else dict(env)
@@ -161,8 +170,9 @@ class StateSync:
     async def reload(self) -> Snapshot | None:
         """Rebuild and swap now. Returns the new snapshot, or None if the build failed."""
         async with self._lock:
+            started = time.monotonic()  # the snapshot is the store as of a read after this
             try:
-                snapshot = await anyio.to_thread.run_sync(self._load)
+                snapshot = await finish_on_cancel(anyio.to_thread.run_sync(self._load))
             except BastionError as exc:
                 self._holder.failed(exc.message)
                 log.error("snapshot rebuild failed; keeping the last good one: %s", exc.message)
@@ -172,6 +182,7 @@ class StateSync:
                 log.exception("snapshot rebuild failed; keeping the last good one")
                 return None
             self._holder.swap(snapshot)
+            self._confirm(started)
             if self._config_error is not None:
                 self._holder.failed(f"serving the last good config: {self._config_error}")
             await self._heartbeat(snapshot.epoch)
@@ -180,7 +191,7 @@ class StateSync:
     async def _heartbeat(self, epoch: int) -> None:
         self.process = replace(self.process, heartbeat_at=time.time(), epoch=epoch)
         try:
-            await anyio.to_thread.run_sync(self._write_heartbeat)
+            await finish_on_cancel(anyio.to_thread.run_sync(self._write_heartbeat))
         except Exception:
             log.warning("could not record the process heartbeat", exc_info=True)
 
@@ -192,6 +203,23 @@ class StateSync:
         with self._store.read() as conn:
             return state.epoch(conn)
 
+    def _confirm(self, at: float) -> None:
+        """The store was read at or after ``at`` (monotonic) and the snapshot matches it."""
+        confirmed = self._holder.confirmed_at
+        if confirmed is None or at > confirmed:
+            self._holder.confirmed_at = at
+
+    def freshness(self, now: float) -> float:
+        """Seconds since this process last proved its lock view current (``now`` is
+        ``time.monotonic()``); infinite before the first snapshot. Strict compartments refuse
+        calls when it is over their bound."""
+        return self._holder.lock_view_age(now)
+
+    @property
+    def listening(self) -> bool:
+        """Cluster mode: whether the Redis subscriber is connected (else the poll carries all)."""
+        return self._fanout is not None and self._fanout.connected
+
     def nudge(self) -> None:
         """Look at the epoch now rather than at the next poll (from any thread, never
         blocking): this process just changed state, e.g. a playbook placed a lock."""
@@ -201,15 +229,29 @@ class StateSync:
                 loop.call_soon_threadsafe(self._nudged.set)
 
     async def run(self) -> None:
-        """Poll the epoch and reload on change; heartbeat every couple of seconds."""
+        """Poll the epoch and reload on change; heartbeat every couple of seconds. In cluster
+        mode a Redis subscriber nudges the poll as soon as another process commits a change."""
         self._loop = asyncio.get_running_loop()
+        listener = (
+            asyncio.create_task(self._fanout.run(self.nudge)) if self._fanout is not None else None
+        )
+        try:
+            await self._poll_forever()
+        finally:
+            if listener is not None:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listener
+
+    async def _poll_forever(self) -> None:
         last_beat = time.monotonic()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._nudged.wait(), self._poll)
             self._nudged.clear()
+            started = time.monotonic()
             try:
-                current = await anyio.to_thread.run_sync(self._read_epoch)
+                current = await finish_on_cancel(anyio.to_thread.run_sync(self._read_epoch))
             except Exception:
                 log.warning("state epoch poll failed; serving from the last snapshot")
                 continue
@@ -218,7 +260,9 @@ class StateSync:
             if snapshot is None or current != snapshot.epoch or changed:
                 await self.reload()
                 last_beat = time.monotonic()
-            elif time.monotonic() - last_beat > 2.0:
+                continue
+            self._confirm(started)
+            if time.monotonic() - last_beat > 2.0:
                 await self._heartbeat(snapshot.epoch)
                 last_beat = time.monotonic()
 

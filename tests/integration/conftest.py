@@ -6,6 +6,7 @@ directory.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -77,10 +78,17 @@ class Cli:
         self._capsys.readouterr()
         self._monkeypatch.setattr(sys, "argv", ["bastion", *args])
         code: int | str | None = 0
+        loggers = [logging.getLogger(name) for name in ("bastion", "uvicorn")]
+        saved = [(lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
         try:
             main()
         except SystemExit as exit_:
             code = exit_.code
+        finally:  # serve/worker/guard configure logging: leave the next test's untouched
+            for logger, (handlers, level, propagate) in zip(loggers, saved, strict=True):
+                logger.handlers[:] = handlers
+                logger.setLevel(level)
+                logger.propagate = propagate
         out, err = self._capsys.readouterr()
         assert "Traceback" not in out + err
         assert isinstance(code, int)

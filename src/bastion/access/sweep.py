@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 import anyio
 
+from bastion.background import finish_on_cancel
 from bastion.policy.holder import SnapshotHolder
 from bastion.policy.snapshot import Snapshot
 
@@ -23,21 +23,6 @@ from .reviews import ReviewService
 
 log = logging.getLogger("bastion.lifecycle")
 INTERVAL = 60.0
-T = TypeVar("T")
-
-
-async def finish_on_cancel(work: Awaitable[T]) -> T:
-    """Await ``work`` in a task of its own; if the caller is cancelled, let ``work`` finish first
-    and then re-raise. A worker thread cannot be stopped, and the store closes right after the
-    background tasks are cancelled: a sweep must not be left holding a connection."""
-    task = asyncio.ensure_future(work)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await asyncio.wait([task])
-        if not task.cancelled():
-            task.exception()  # retrieved: its outcome no longer matters to anyone
-        raise
 
 
 class LifecycleSweeper:

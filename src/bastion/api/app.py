@@ -66,7 +66,7 @@ def guard(
 
     async def dependency(request: Request) -> Caller:
         now = clock()
-        claims = authenticator.authenticate(
+        claims = await authenticator.authenticate(
             authorization=[v.encode("latin-1") for v in request.headers.getlist("authorization")],
             dpop=[v.encode("latin-1") for v in request.headers.getlist("dpop")],
             method=request.method,

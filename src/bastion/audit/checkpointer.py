@@ -8,6 +8,7 @@ import logging
 
 import anyio
 
+from bastion.background import finish_on_cancel
 from bastion.errors import Conflict
 from bastion.store import Store
 from bastion.store.events import CheckpointRow
@@ -45,7 +46,7 @@ class Checkpointer:
             self._refuse("refusing to sign: the audit log failed its integrity check")
             return None
         try:
-            return await anyio.to_thread.run_sync(self._sign)
+            return await finish_on_cancel(anyio.to_thread.run_sync(self._sign))
         except Conflict as refusal:
             self._refuse(refusal.message)
         except Exception:

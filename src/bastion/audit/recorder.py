@@ -18,6 +18,7 @@ from typing import Protocol
 
 import anyio
 
+from bastion.background import finish_on_cancel
 from bastion.errors import Unavailable
 from bastion.store import Store
 
@@ -124,7 +125,7 @@ class AuditRecorder:
         events = [event for event, _ in batch]
         for attempt in range(3):
             try:
-                await anyio.to_thread.run_sync(self._append, events)
+                await finish_on_cancel(anyio.to_thread.run_sync(self._append, events))
             except Exception:
                 self.failures += 1
                 self.healthy = False

@@ -16,6 +16,7 @@ from bastion.config import BastionConfig, load_config
 from bastion.errors import BadRequest
 from bastion.settings import Settings
 from bastion.store import Store
+from bastion.store.fanout import EpochPublisher
 from bastion.sync import sync_config_principals
 
 _DURATION = re.compile(r"^(\d+)([smhd]?)$")
@@ -68,6 +69,16 @@ class Context:
             self.settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         store = Store(self.settings.resolved_database_url)
         store.migrate()
+        if self.settings.cluster:  # a lock from the CLI reaches every gateway at once too
+            store.on_epoch = EpochPublisher(self.settings.redis_url, self.settings.redis_prefix)
         if self.settings.config_file.exists():
             sync_config_principals(store, self.config, time.time())
         return store
+
+    def close(self) -> None:
+        """After the command: release the store's connections (and the Redis publisher's)."""
+        store = self.__dict__.get("store")  # only if a command opened it
+        if isinstance(store, Store):
+            if isinstance(store.on_epoch, EpochPublisher):
+                store.on_epoch.close()
+            store.close()

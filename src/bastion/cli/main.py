@@ -20,6 +20,7 @@ from rich.markup import escape
 from bastion.errors import BastionError, ConfigError
 
 from . import access, admin, audit, client_cmds, events, findings, server
+from . import cluster as cluster_cmds
 from . import drill as drill_cmds
 from . import guard as guard_cmds
 from . import incident as incident_cmds
@@ -27,6 +28,7 @@ from . import mfa as mfa_cmds
 from . import response as response_cmds
 from . import review as review_cmds
 from . import simulate as simulate_cmds
+from . import worker as worker_cmds
 from .context import Context
 
 app = typer.Typer(
@@ -52,9 +54,12 @@ def root(
     ),
 ) -> None:
     ctx.obj = Context(config_file=config, state_dir=state_dir)
+    ctx.call_on_close(ctx.obj.close)
 
 
 server.register(app)
+worker_cmds.register(app)
+cluster_cmds.register(app)
 admin.register(app)
 client_cmds.register(app)
 events.register(app)

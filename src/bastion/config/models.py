@@ -380,6 +380,15 @@ class Access(_Frozen):
     max_duration_hours: Annotated[float, Field(gt=0, le=720)] = 8.0
 
 
+class LockView(_Frozen):
+    """How current a gateway's view of locks must be to serve a compartment. ``strict``: refuse
+    calls (503 ``lock_view_stale``) when the gateway has not proved its view current for more
+    than ``max_age_seconds``, e.g. because the database stopped answering its epoch reads."""
+
+    strict: StrictBool = False
+    max_age_seconds: Annotated[float, Field(strict=True, ge=0.5, le=3600)] = 2.0
+
+
 class Compartment(_Frozen):
     """A set of models sharing a level and its controls."""
 
@@ -395,6 +404,7 @@ class Compartment(_Frozen):
     max_mfa_age_minutes: Annotated[StrictInt, Field(ge=1, le=MAX_MFA_AGE_MINUTES)] | None = None
     # When anyone may call the compartment's models, in a time zone (None: at any time).
     allowed_hours: WorkingHours | None = None
+    lock_view: LockView = Field(default_factory=LockView)
 
     @model_validator(mode="before")
     @classmethod

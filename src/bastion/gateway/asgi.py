@@ -20,6 +20,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from bastion.audit.events import RequestAuthorized, RequestDecided, new_event_id
 from bastion.audit.recorder import AuditRecorder, AuditUnavailable
+from bastion.config.models import Level
 from bastion.detect.inline import FamilyTracker
 from bastion.detect.ipintel import NO_ORIGIN, Origin
 from bastion.detect.risk import RiskBoard
@@ -31,8 +32,11 @@ from bastion.errors import (
     BodyTooLarge,
     HeadersTooLarge,
     InvalidJSON,
+    LockViewStale,
     MethodNotAllowed,
     NotFound,
+    QuotaUnavailable,
+    ReplayCacheUnavailable,
     Throttled,
     TooManyRequests,
     Unavailable,
@@ -43,18 +47,22 @@ from bastion.policy.authorize import Caller, check_locks, throttle_locks
 from bastion.policy.decide import decide
 from bastion.policy.decision import Decision, Reason
 from bastion.policy.holder import SnapshotHolder
+from bastion.policy.lockview import check_lock_view
 from bastion.policy.snapshot import ModelRoute, Snapshot
 from bastion.policy.stepup import decide_with_step_up, step_up_error
 
 from .auth import Authenticator, caller_of, request_url, with_risk
 from .net import Network, source_ip
 from .proxy import UpstreamProxy, response_headers
-from .quotas import QuotaBuckets
+from .quotas import QuotaLedger, ThrottleHold
 from .responses import JSON_HEADERS, error_body, send_error, send_json
 from .streams import OpenStream, StreamRegistry
 from .usage import UsageChunkFilter, UsageMeter
 
 log = logging.getLogger("bastion.gateway")
+# Redis down: DPoP proofs and quotas that cannot be checked in Redis refuse from this level up
+# (and in compartments with lock_view.strict); lower ones fall back to this process's own.
+STRICT_RANK = Level.RESTRICTED.rank
 
 # (method, path) -> API style the route speaks; None for the model list.
 ROUTES: dict[tuple[str, str], str | None] = {
@@ -195,7 +203,7 @@ class Gateway:
         proxy: UpstreamProxy,
         recorder: AuditRecorder,
         streams: StreamRegistry,
-        quotas: QuotaBuckets,
+        quotas: QuotaLedger,
         limits: GatewayLimits,
         public_url: str = "",
         trusted_proxies: tuple[Network, ...] = (),
@@ -274,8 +282,13 @@ class Gateway:
         url = request_url(
             self._public_url, scope.get("scheme", "http"), headers.host, scope.get("server"), path
         )
-        claims = self._auth.authenticate(
-            authorization=headers.authorization, dpop=headers.dpop, method=method, url=url, now=now
+        claims, proof = await self._auth.authenticate_proof(
+            authorization=headers.authorization,
+            dpop=headers.dpop,
+            method=method,
+            url=url,
+            now=now,
+            local_fallback=True,  # Redis down: strict compartments refuse below
         )
         snapshot = self._holder.current
         if snapshot is None:
@@ -290,13 +303,45 @@ class Gateway:
             return
         body = await self._read_body(receive, headers.content_length)
         route, payload = self._route(snapshot, body, api, exchange)
+        controls = snapshot.config.compartments[route.compartment]
+        strict = controls.level.rank >= STRICT_RANK or controls.lock_view.strict
+        if proof.replay_local and strict:
+            raise ReplayCacheUnavailable(
+                f"compartment {route.compartment!r} needs the shared DPoP replay cache, which "
+                "is unavailable; retry shortly with a new proof"
+            )
+        try:  # strict compartments: no call on a lock view that may be missing a lock
+            age = self._holder.lock_view_age(time.monotonic())
+            check_lock_view(snapshot, route.compartment, age)
+        except LockViewStale:
+            exchange.decision = Decision.deny(Reason.LOCK_VIEW_STALE, snapshot.epoch)
+            raise
         exchange.content = snapshot.signals.classify(route.compartment, payload)
         self._decide(snapshot, exchange, route, api, now)
+        await self._take_quotas(snapshot, exchange, route, strict, now)
+        exchange.stream = payload.get("stream") is True
+        if route.audit_required:  # durable before a single byte goes upstream
+            await self._recorder.commit(exchange.authorized())
+        await self._forward(scope, receive, send, exchange, route, payload, body)
+
+    async def _take_quotas(
+        self, snapshot: Snapshot, exchange: Exchange, route: ModelRoute, strict: bool, now: float
+    ) -> None:
+        """Throttle locks, then quotas (in Redis in cluster mode); a refusal is the decision."""
+        caller = exchange.caller
+        assert caller is not None
         try:
-            for lock in throttle_locks(snapshot, exchange.caller, now):  # throttle locks first
-                self._quotas.throttle(lock.target, lock.id, lock.rate or 0.0, now)
-            self._quotas.admit(
-                route.quotas, route.compartment, claims.sub, exchange.caller.org, now
+            await self._quotas.take(
+                route.quotas,
+                route.compartment,
+                caller.principal,
+                caller.org,
+                [  # throttle locks first
+                    ThrottleHold(lock.target, lock.id, lock.rate or 0.0)
+                    for lock in throttle_locks(snapshot, caller, now)
+                ],
+                strict,
+                now,
             )
         except Throttled as error:
             lock_id = (f"lock:{error.lock}",)
@@ -305,10 +350,9 @@ class Gateway:
         except TooManyRequests:
             exchange.decision = Decision.deny(Reason.QUOTA_EXCEEDED, snapshot.epoch)
             raise
-        exchange.stream = payload.get("stream") is True
-        if route.audit_required:  # durable before a single byte goes upstream
-            await self._recorder.commit(exchange.authorized())
-        await self._forward(scope, receive, send, exchange, route, payload, body)
+        except QuotaUnavailable:
+            exchange.decision = Decision.deny(Reason.QUOTA_UNAVAILABLE, snapshot.epoch)
+            raise
 
     async def _read_body(self, receive: Receive, declared: int | None) -> bytes:
         limit = self._limits.max_body_bytes
@@ -511,7 +555,7 @@ class Gateway:
             watcher.cancel()
             self._streams.close(key)
         meter.finish()
-        self._quotas.charge(
+        await self._quotas.settle(
             route.quotas,
             route.compartment,
             exchange.caller.principal,

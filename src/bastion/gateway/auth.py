@@ -3,7 +3,8 @@
 Order of checks: exactly one ``Authorization`` header with the ``DPoP`` scheme (``Bearer`` is
 refused: every Bastion token is sender-constrained), the access token (RFC 9068, cached after its
 first signature check), the DPoP proof (RFC 9449 §4.3, replay cache last), and the binding of the
-proof key to the token's ``cnf.jkt``. Failures raise ``AuthenticationError`` subclasses.
+proof key to the token's ``cnf.jkt``. Failures raise ``AuthenticationError`` subclasses, and
+``ReplayCacheUnavailable`` (503) when a shared replay cache cannot answer (cluster mode).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import replace
 from bastion.detect.risk import RiskBoard
 from bastion.errors import AuthenticationError, InvalidDPoPProof, InvalidToken
 from bastion.identity.access_tokens import AccessClaims, AccessTokenCodec
-from bastion.identity.dpop import DPoPVerifier, check_binding
+from bastion.identity.dpop import DPoPProof, DPoPVerifier, check_binding
 from bastion.policy.authorize import Caller
 from bastion.policy.snapshot import Snapshot
 
@@ -78,7 +79,7 @@ class Authenticator:
         self._codec = codec
         self._verifier = verifier
 
-    def authenticate(
+    async def authenticate(
         self,
         *,
         authorization: Sequence[bytes],
@@ -87,6 +88,23 @@ class Authenticator:
         url: str,
         now: float,
     ) -> AccessClaims:
+        """The verified token's claims; with a shared replay cache down, fails closed (503)."""
+        claims, _ = await self.authenticate_proof(
+            authorization=authorization, dpop=dpop, method=method, url=url, now=now
+        )
+        return claims
+
+    async def authenticate_proof(
+        self,
+        *,
+        authorization: Sequence[bytes],
+        dpop: Sequence[bytes],
+        method: str,
+        url: str,
+        now: float,
+        local_fallback: bool = False,
+    ) -> tuple[AccessClaims, DPoPProof]:
+        """The claims and the proof; ``local_fallback``: see ``DPoPVerifier.verify_async``."""
         if not authorization:
             raise InvalidToken("missing Authorization header: send 'Authorization: DPoP <token>'")
         if len(authorization) > 1:
@@ -108,12 +126,13 @@ class Authenticator:
         claims = self._codec.verify(token, now)
         if not dpop:
             raise InvalidDPoPProof("missing DPoP proof header")
-        proof = self._verifier.verify(
+        proof = await self._verifier.verify_async(  # awaits the shared replay cache (cluster)
             [value.decode("latin-1") for value in dpop],
             method=method,
             url=url,
             access_token=token,
             now=now,
+            local_fallback=local_fallback,
         )
         check_binding(proof, claims.jkt)
-        return claims
+        return claims, proof

@@ -4,7 +4,8 @@ Two buckets per (scope, name, compartment): requests (refilled at ``requests_per
 LLM tokens (refilled at ``tokens_per_hour``). A request takes one request token before it is
 forwarded; its usage (tokens in + out) is charged when the response ends, so the token bucket
 may go below zero and then refuses until it refills. A refusal says when to retry. Buckets live
-in the gateway process (cluster mode will keep them in Redis); idle full buckets are dropped.
+in the gateway process (cluster mode keeps them in Redis: ``quotas_redis.py``, the same
+semantics behind :class:`QuotaLedger`); idle full buckets are dropped.
 
 A throttle lock (``bastion lock throttle``) adds one more bucket, per principal and lock, across
 every model and compartment: ``rate`` requests per minute, one at a time (no bursts: a
@@ -14,7 +15,9 @@ throttle placed because of an attack must not let the next few requests straight
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from bastion.config.models import Limits, Quotas
 from bastion.errors import Throttled, TooManyRequests
@@ -38,6 +41,40 @@ class Bucket:
     def wait(self, need: float) -> float:
         """Seconds until ``need`` tokens are available (0 if they are)."""
         return 0.0 if self.level >= need else (need - self.level) / self.rate
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleHold:
+    """One active throttle lock on a principal: its id and its rate (requests per minute)."""
+
+    principal: str
+    lock: str
+    rate: float
+
+
+class QuotaLedger(Protocol):
+    """What the gateway asks of its quotas: in this process (:class:`QuotaBuckets`) or in Redis
+    (``RedisQuotaBuckets``, cluster mode), hence awaited. ``strict`` marks a restricted or
+    critical compartment, where buckets that cannot be reached refuse rather than guess."""
+
+    async def take(
+        self,
+        quotas: Quotas,
+        compartment: str,
+        principal: str,
+        org: str,
+        throttles: Sequence[ThrottleHold],
+        strict: bool,
+        now: float,
+    ) -> None:
+        """Throttle locks first, then the quotas; raise ``Throttled`` or ``TooManyRequests``."""
+        ...
+
+    async def settle(
+        self, quotas: Quotas, compartment: str, principal: str, org: str, used: int, now: float
+    ) -> None:
+        """Charge the LLM tokens a response used (it may leave a bucket below zero)."""
+        ...
 
 
 class QuotaBuckets:
@@ -113,6 +150,27 @@ class QuotaBuckets:
                 lock=lock,
             )
         bucket.level -= 1
+
+    async def take(
+        self,
+        quotas: Quotas,
+        compartment: str,
+        principal: str,
+        org: str,
+        throttles: Sequence[ThrottleHold],
+        strict: bool,
+        now: float,
+    ) -> None:
+        """:class:`QuotaLedger`: :meth:`throttle` for each lock, then :meth:`admit`."""
+        for hold in throttles:
+            self.throttle(hold.principal, hold.lock, hold.rate, now)
+        self.admit(quotas, compartment, principal, org, now)
+
+    async def settle(
+        self, quotas: Quotas, compartment: str, principal: str, org: str, used: int, now: float
+    ) -> None:
+        """:class:`QuotaLedger`: :meth:`charge`."""
+        self.charge(quotas, compartment, principal, org, used, now)
 
     @staticmethod
     def _refund(taken: list[Bucket]) -> None:

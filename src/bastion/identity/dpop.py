@@ -5,7 +5,11 @@ message, and records the proof's ``jti`` in a replay cache only after everything
 a garbage or forged proof can never fill (or poison) the cache. Server-provided nonces (§8) are
 not used: freshness comes from ``iat`` within ``max_age`` plus single use of ``jti``.
 
-The gateway calls :meth:`DPoPVerifier.verify` on every request, so it is written for speed:
+In cluster mode the replay cache is shared (Redis, :mod:`bastion.identity.replay_redis`): a
+network call, so servers use :meth:`DPoPVerifier.verify_async`, which awaits it; with the
+in-memory cache it behaves exactly like :meth:`DPoPVerifier.verify`.
+
+The gateway verifies a proof on every request, so the verifier is written for speed:
 strict base64url and orjson parsing, ``cryptography`` verification, and the public key object
 cached per JWK (keyed by the thumbprint's required members, from which the thumbprint follows).
 Clients sign proofs with :class:`DPoPSigner`.
@@ -19,16 +23,16 @@ import hmac
 import secrets
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from bastion.errors import InvalidDPoPProof
+from bastion.errors import InvalidDPoPProof, ReplayCacheUnavailable
 
 from . import jws
 from .jws import PublicKey
 from .keys import PRIVATE_MEMBERS, SigningKey, jwk_alg, load_public_key, thumbprint
-from .replay import ReplayCache
+from .replay import ReplayCache, SharedReplayCache
 
 PROOF_TYPE = "dpop+jwt"
 MAX_PROOF_SIZE = 4096
@@ -70,6 +74,9 @@ class DPoPProof:
     htm: str
     htu: str
     public_jwk: dict[str, str]
+    # Cluster mode, shared cache unreachable: single use proven in this process only (see
+    # DPoPVerifier.verify_async); the gateway refuses such proofs for strict compartments.
+    replay_local: bool = False
 
 
 def check_binding(proof: DPoPProof, expected_jkt: str) -> None:
@@ -103,10 +110,12 @@ class DPoPVerifier:
         clock_skew: int = 5,
         algs: frozenset[str] = frozenset({"EdDSA", "ES256"}),
         key_cache_size: int = 4096,
+        shared: SharedReplayCache | None = None,
     ) -> None:
         if not algs or not algs <= jws.ALGORITHMS:
             raise ValueError(f"DPoP algs must be a non-empty subset of {sorted(jws.ALGORITHMS)}")
         self._replay = replay
+        self._shared = shared  # cluster mode: the one replay cache of every gateway
         self._max_age = max_age
         self._clock_skew = clock_skew
         self._algs = algs
@@ -128,7 +137,63 @@ class DPoPVerifier:
 
         ``proof`` is the raw ``DPoP`` header: a string, or the list of every value received so
         that two headers are refused. Raises ``InvalidDPoPProof`` naming the failed check.
+        Only for the in-memory cache: with a shared one, use :meth:`verify_async`.
         """
+        if self._shared is not None:  # a local check would let a proof through once per gateway
+            raise RuntimeError("this verifier shares its replay cache: call verify_async")
+        verified = self._check(proof, method, url, access_token, now)
+        # Last, so that only a proof that passed every other check is remembered.
+        if not self._replay.add(self._replay_key(verified), self._replay_ttl, now):
+            raise InvalidDPoPProof("DPoP proof replayed")
+        return verified
+
+    async def verify_async(
+        self,
+        proof: str | Sequence[str] | None,
+        *,
+        method: str,
+        url: str,
+        access_token: str | None,
+        now: float,
+        local_fallback: bool = False,
+    ) -> DPoPProof:
+        """:meth:`verify`, awaiting the shared replay cache when there is one (cluster mode).
+        When that cache cannot answer: ``ReplayCacheUnavailable`` (503, fail closed), or with
+        ``local_fallback`` this process's own cache, the result marked ``replay_local`` (the
+        gateway decides per compartment; a proof could then be used once per gateway)."""
+        if self._shared is None:
+            return self.verify(proof, method=method, url=url, access_token=access_token, now=now)
+        verified = self._check(proof, method, url, access_token, now)
+        key = self._replay_key(verified)
+        try:
+            fresh = await self._shared.add(key, self._replay_ttl, now)
+        except ReplayCacheUnavailable:
+            if not local_fallback:
+                raise
+            if not self._replay.add(key, self._replay_ttl, now):
+                raise InvalidDPoPProof("DPoP proof replayed") from None
+            return replace(verified, replay_local=True)
+        if not fresh:
+            raise InvalidDPoPProof("DPoP proof replayed")
+        return verified
+
+    @property
+    def _replay_ttl(self) -> float:
+        return self._max_age + self._clock_skew
+
+    @staticmethod
+    def _replay_key(verified: DPoPProof) -> str:
+        return f"{verified.jkt}:{verified.jti}"
+
+    def _check(
+        self,
+        proof: str | Sequence[str] | None,
+        method: str,
+        url: str,
+        access_token: str | None,
+        now: float,
+    ) -> DPoPProof:
+        """Every check but single use."""
         value = _single_header(proof)
         if len(value) > MAX_PROOF_SIZE:
             raise InvalidDPoPProof("DPoP proof is too large")
@@ -145,12 +210,7 @@ class DPoPVerifier:
             claims = jws.json_object(parts.payload)
         except ValueError:
             raise InvalidDPoPProof("DPoP proof payload is not a JSON object") from None
-        verified = self._check_claims(claims, key, method, url, access_token, now)
-        # Last, so that only a proof that passed every other check is remembered.
-        replay_key = f"{key.jkt}:{verified.jti}"
-        if not self._replay.add(replay_key, self._max_age + self._clock_skew, now):
-            raise InvalidDPoPProof("DPoP proof replayed")
-        return verified
+        return self._check_claims(claims, key, method, url, access_token, now)
 
     def _check_header(self, header: dict[str, Any]) -> tuple[str, _Key]:
         if header.get("typ") != PROOF_TYPE:

@@ -152,7 +152,7 @@ class IdentityEndpoints:
         if not isinstance(principal, str) or not isinstance(code, str) or not isinstance(jwk, dict):
             raise InvalidRequest("send {'principal': str, 'code': str, 'jwk': {public JWK}}")
         url = self._issuer_url(request) + "/oauth/enroll"
-        proof = self._dpop.verify(
+        proof = await self._dpop.verify_async(
             _dpop_headers(request), method="POST", url=url, access_token=None, now=time.time()
         )
         try:

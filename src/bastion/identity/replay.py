@@ -22,6 +22,14 @@ class ReplayCache(Protocol):
         ...
 
 
+class SharedReplayCache(Protocol):
+    """A replay cache every gateway shares (cluster mode): the same contract, awaited, because
+    it is a network call on the hot path. It raises ``ReplayCacheUnavailable`` when it cannot
+    answer, so the caller refuses the proof with a 503 instead of calling it a replay."""
+
+    async def add(self, key: str, ttl: float, now: float) -> bool: ...
+
+
 class MemoryReplayCache:
     """An in-process :class:`ReplayCache`: a dict of expiries plus a heap ordered by expiry.
 

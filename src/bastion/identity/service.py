@@ -203,7 +203,9 @@ class TokenService:
         if grant_type not in GRANT_TYPES:
             raise UnsupportedGrantType(f"grant_type must be one of {', '.join(GRANT_TYPES)}")
         now = self._clock()
-        proof = self._dpop.verify(dpop, method="POST", url=url, access_token=None, now=now)
+        proof = await self._dpop.verify_async(
+            dpop, method="POST", url=url, access_token=None, now=now
+        )
         if grant_type == "client_credentials":
             return await self._client_credentials(form, proof, now, source_ip, user_agent)
         if grant_type == exchange.GRANT_TYPE:

@@ -20,6 +20,7 @@ class Reason(StrEnum):
     POLICY_ERROR = "policy_error"
     QUOTA_EXCEEDED = "quota_exceeded"
     THROTTLED = "throttled"  # a throttle lock's rate is spent (429, after Cedar)
+    QUOTA_UNAVAILABLE = "quota_unavailable"  # cluster: Redis down, strict compartment (503)
     NETWORK_NOT_ALLOWED = "network_not_allowed"
     OUTSIDE_CONTRACT = "outside_contract"
     OUTSIDE_WORKING_HOURS = "outside_working_hours"
@@ -35,6 +36,7 @@ class Reason(StrEnum):
     HONEYTOKEN = "honeytoken"  # D14; shown to the caller as not_granted (see Decision.shown)
     UNDECLARED_ORIGIN = "undeclared_origin"  # D11
     NO_SNAPSHOT = "no_snapshot"
+    LOCK_VIEW_STALE = "lock_view_stale"  # a strict compartment, lock view too old (503)
     LOCKED_ALL = "locked_all"
     LOCKED_PRINCIPAL = "locked_principal"
     LOCKED_ORG = "locked_org"

@@ -19,6 +19,9 @@ class SnapshotHolder:
     def __init__(self) -> None:
         self.current: Snapshot | None = None
         self.last_error: str | None = None
+        # ``time.monotonic()`` when the process last proved its lock view current (an epoch read
+        # from the store matched the snapshot); ``StateSync`` sets it, strict compartments read it.
+        self.confirmed_at: float | None = None
         self._listeners: list[Listener] = []
 
     def require(self) -> Snapshot:
@@ -27,6 +30,12 @@ class SnapshotHolder:
         if snapshot is None:
             raise Unavailable("no policy snapshot yet")
         return snapshot
+
+    def lock_view_age(self, now: float) -> float:
+        """Seconds (monotonic ``now``) since the lock view was last proved current; infinite
+        before the first proof. No I/O: the gateway calls it on the hot path."""
+        confirmed = self.confirmed_at
+        return float("inf") if confirmed is None else max(0.0, now - confirmed)
 
     def on_swap(self, listener: Listener) -> None:
         self._listeners.append(listener)

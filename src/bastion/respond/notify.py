@@ -35,6 +35,7 @@ import anyio
 import httpx
 import orjson
 
+from bastion.background import finish_on_cancel
 from bastion.config.response import Webhook
 from bastion.detect.findings import Finding, Severity
 from bastion.errors import ConfigError
@@ -361,7 +362,7 @@ class Notifier:
             dead_at=now,
         )
         try:
-            await anyio.to_thread.run_sync(self._store_letter, letter)
+            await finish_on_cancel(anyio.to_thread.run_sync(self._store_letter, letter))
         except Exception:  # the store is down: the loss is at least counted and logged
             self._count("dead_letter_errors")
             log.warning("webhook %s: could not store dead letter %s", job.target.name, job.id)

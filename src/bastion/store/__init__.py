@@ -6,12 +6,16 @@ and the state-epoch bump in one transaction (see ``Store.begin``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import sqlalchemy as sa
 
 from bastion.store.db import create_engine, migrate
+from bastion.store.state import BUMPED
+
+log = logging.getLogger("bastion.store")
 
 
 class Store:
@@ -20,6 +24,9 @@ class Store:
     def __init__(self, url: str) -> None:
         self.engine = create_engine(url)
         self.url = url
+        # Called with the new epoch after a transaction that bumped it has committed (cluster
+        # mode: publish it so every gateway reloads now). Must not raise; errors are logged.
+        self.on_epoch: Callable[[int], None] | None = None
 
     @property
     def backend(self) -> str:
@@ -30,9 +37,20 @@ class Store:
 
     @contextmanager
     def begin(self) -> Iterator[sa.Connection]:
-        """A transaction: committed on success, rolled back on any error."""
+        """A transaction: committed on success, rolled back on any error. If it bumped the
+        state epoch, ``on_epoch`` hears the new value only after the commit: a gateway told
+        earlier could reload before the change is visible and miss it."""
         with self.engine.begin() as conn:
-            yield conn
+            conn.info.pop(BUMPED, None)  # info lives with the pooled connection: start clean
+            try:
+                yield conn
+            finally:
+                bumped: int | None = conn.info.pop(BUMPED, None)
+        if bumped is not None and self.on_epoch is not None:
+            try:
+                self.on_epoch(bumped)
+            except Exception:  # the poll still carries the change; never fail a committed one
+                log.warning("could not announce state epoch %d", bumped, exc_info=True)
 
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import redis
 import redis.asyncio as aioredis
 
-EPOCH_CHANNEL = "bastion:epoch"  # state changes: the new epoch, published after commit
+EPOCH_CHANNEL = "epoch"  # "<prefix>:epoch": state changes: the new epoch, published after commit
 TIMEOUT = 0.5  # seconds, for connecting and for each command
 
 

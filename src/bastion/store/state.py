@@ -14,10 +14,17 @@ def epoch(conn: sa.Connection) -> int:
     return int(value)
 
 
+# ``Connection.info`` key under which a transaction remembers the epoch it bumped to, so
+# ``Store.begin`` can announce it once the commit made it visible (never before).
+BUMPED = "bastion.bumped_epoch"
+
+
 def bump_epoch(conn: sa.Connection) -> int:
     """Advance the epoch inside the caller's transaction and return the new value."""
     conn.execute(state.update().where(state.c.key == "epoch").values(value=state.c.value + 1))
-    return epoch(conn)
+    value = epoch(conn)
+    conn.info[BUMPED] = value
+    return value
 
 
 @dataclass(frozen=True, slots=True)

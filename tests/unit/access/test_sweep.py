@@ -8,7 +8,7 @@ import threading
 import anyio.to_thread
 import pytest
 
-from bastion.access.sweep import finish_on_cancel
+from bastion.background import finish_on_cancel
 
 pytestmark = pytest.mark.anyio
 
