@@ -79,8 +79,14 @@ def _token(url: str, private: dict[str, str]) -> str:
 
 
 def start_bastion(
-    upstream: Upstream, *, name: str = "bastion", audit: str = "best-effort"
+    upstream: Upstream,
+    *,
+    name: str = "bastion",
+    audit: str = "best-effort",
+    env: dict[str, str] | None = None,
 ) -> tuple[Arm, Cleanup]:
+    """``env``: more settings for the server (e.g. ``BASTION_INTEGRITY_INTERVAL``), to compare
+    a variant in the same run."""
     workdir = Path(tempfile.mkdtemp(prefix="bastion-bench-"))
     (workdir / "bastion.yaml").write_text(CONFIG.format(upstream=upstream.url, audit=audit))
     private = generate_private_jwk()
@@ -98,6 +104,7 @@ def start_bastion(
             "BASTION_ACCESS_TOKEN_TTL": "900",
             "BASTION_CONFIG": str(workdir / "bastion.yaml"),
             "BASTION_STATE_DIR": str(workdir / ".bastion"),
+            **(env or {}),
         },
     )
     token = _token(url, private)

@@ -111,12 +111,18 @@ ArmStarter = Callable[[Upstream], tuple[Arm, Cleanup]]
 class ServerProcess:
     """A server subprocess whose output goes to a temporary log, shown if it fails to start."""
 
-    def __init__(self, name: str, argv: Sequence[str], env: dict[str, str] | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: dict[str, str] | None,
+        cwd: Path = ROOT,
+    ) -> None:
         self.name = name
         self._log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop())
         self._process = subprocess.Popen(
             list(argv),
-            cwd=ROOT,
+            cwd=cwd,
             env={**os.environ, **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=self._log,
@@ -139,7 +145,20 @@ class ServerProcess:
         self._log.seek(0)
         return self._log.read()[-4000:].decode(errors="replace")
 
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: no shutdown handlers run."""
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait(timeout=5)
+        self._log.close()
+
     def stop(self) -> None:
+        if self._log.closed:
+            return
         if self._process.poll() is None:
             self._process.terminate()
             try:
@@ -165,9 +184,10 @@ def start_server(
     health_url: str,
     env: dict[str, str] | None = None,
     timeout: float = 30.0,
+    cwd: Path = ROOT,
 ) -> ServerProcess:
     """Start ``argv`` (cwd: the repository root) and wait until ``health_url`` answers 200."""
-    server = ServerProcess(name, argv, env)
+    server = ServerProcess(name, argv, env, cwd)
     try:
         server.wait_ready(health_url, timeout)
     except BaseException:

@@ -4,7 +4,9 @@
 2. starts the STAND-IN model server (`examples/upstream.py`, not a model) on 127.0.0.1:8081
    with a random upstream key that only Bastion knows, behind Bastion's guard (docs/guard.md):
    it answers only requests carrying Bastion's signed assertion,
-3. enrolls a device key for the example user `alice` (profile `demo` in your Bastion config dir),
+3. enrolls a device key for the example user `alice` (profile `demo` in your Bastion config dir)
+   and one for the admin `ops` (profile `demo-ops`: `bastion console login --profile demo-ops`
+   prints a one-time link into the console),
 4. starts `bastion serve` on 127.0.0.1:8080, makes one plain and one streaming call with the
    official OpenAI SDK through it, shows a direct call to the upstream being refused, and prints
    how to call it yourself,
@@ -179,6 +181,20 @@ def main() -> None:
         (WORK / "alice-demo.pub.json").write_text(key_out.strip().splitlines()[-1])
         bastion("key", "enroll", "alice", str(WORK / "alice-demo.pub.json"), env=env)
         print("enrolled a device key for alice (profile 'demo')")
+        ops_key = bastion(
+            "login",
+            "--server",
+            URL,
+            "--principal",
+            "ops",
+            "--profile",
+            "demo-ops",
+            "--print-public-key",
+            env=env,
+        )
+        (WORK / "ops-demo.pub.json").write_text(ops_key.strip().splitlines()[-1])
+        bastion("key", "enroll", "ops", str(WORK / "ops-demo.pub.json"), env=env)
+        print("enrolled a device key for ops, an admin (profile 'demo-ops'), for the console")
 
         children.append(
             subprocess.Popen(
@@ -217,6 +233,10 @@ def main() -> None:
         print(
             "Inspect the drill's incidents: .venv/bin/bastion --config .bastion-demo/bastion.yaml "
             "--state-dir .bastion-demo/.bastion incident list"
+        )
+        print(
+            "Open the console (a one-time sign-in link, as the admin ops): "
+            ".venv/bin/bastion console login --profile demo-ops"
         )
         if not drill_passed:
             print("\nTHE DRILL FAILED: see the scorecard above.")

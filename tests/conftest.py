@@ -10,6 +10,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+# The CLI's rich consoles are made at import and keep a COLUMNS they find set then; pytest-xdist
+# workers inherit one. Tests set their own width (the ``cli`` fixture), so start without it.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
+
 UPSTREAM_KEY = "upstream-secret-" + "k" * 16
 
 CONFIG = """\

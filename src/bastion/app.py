@@ -8,16 +8,13 @@ flushes the audit queue before the process exits.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal
+from typing import Literal
 
 import httpx2
 import redis.asyncio as aioredis
@@ -49,6 +46,8 @@ from bastion.audit.log import AuditLog
 from bastion.audit.recorder import AuditRecorder
 from bastion.config import BastionConfig, load_config
 from bastion.config.caep import CaepOptions
+from bastion.console.app import create_console
+from bastion.console.attempts import SignInLimits
 from bastion.detect.detectors import default_detectors
 from bastion.detect.risk import RiskBoard
 from bastion.detect.service import DetectionService
@@ -75,6 +74,7 @@ from bastion.identity.principals import PrincipalService
 from bastion.identity.replay import MemoryReplayCache
 from bastion.identity.replay_redis import RedisReplayCache
 from bastion.identity.service import TokenService
+from bastion.lifespan import lifespan
 from bastion.policy.holder import SnapshotHolder
 from bastion.respond.incidents import IncidentService
 from bastion.respond.locks import LockService
@@ -85,6 +85,7 @@ from bastion.settings import Settings
 from bastion.store import Store
 from bastion.store import redis as shared_state
 from bastion.store.fanout import EpochPublisher, EpochSubscriber
+from bastion.store.risk_feed import RiskPublisher, RiskSubscriber
 from bastion.sync import StateSync, sync_config_principals
 
 log = logging.getLogger("bastion")
@@ -144,7 +145,7 @@ class BastionApp:
 
 
 @dataclass(frozen=True, slots=True)
-class _Parts:
+class Parts:
     """Built once in ``create_app``; what the gateway, the control app and the lifespan use."""
 
     services: Services
@@ -155,6 +156,8 @@ class _Parts:
     proxies: tuple[Network, ...]
     shared_redis: aioredis.Redis | None = None  # cluster: replay cache, quotas
     role: Role = "embedded"
+    risk_feed: RiskSubscriber | None = None  # cluster gateways: the worker's risk scores
+    env: Mapping[str, str] | None = None  # secrets by name (default: the process environment)
 
 
 def _build(
@@ -163,7 +166,7 @@ def _build(
     env: Mapping[str, str] | None,
     clock: Callable[[], float] = time.time,
     role: Role = "embedded",
-) -> tuple[_Parts, BastionConfig]:
+) -> tuple[Parts, BastionConfig]:
     issuer_url = settings.public_url or "http://127.0.0.1:8080"
     config = load_config(settings.config_file)
     rules_dir = settings.config_file.parent  # detection.rules paths are relative to bastion.yaml
@@ -199,7 +202,13 @@ def _build(
         keys.signer,
         keys.origin,
     )
-    integrity = IntegrityWatch(store, audit, clock, interval=settings.integrity_interval)
+    integrity = IntegrityWatch(
+        store,
+        audit,
+        clock,
+        interval=settings.integrity_interval,
+        verify=not (settings.cluster and role == "gateway"),  # the worker verifies for them
+    )
     recorder = AuditRecorder(store, audit, linger=settings.audit_linger, integrity=integrity)
     codec = AccessTokenCodec(issuer, issuer=issuer_url, audience=issuer_url)
     # Cluster mode: one DPoP replay cache and one set of quota buckets for every gateway.
@@ -265,6 +274,9 @@ def _build(
         notifier=notifier,
         responder=response.respond,
         on_response=sync.nudge,  # from the engine's thread: reload now, without blocking it
+        on_risk=RiskPublisher(settings.redis_url, settings.redis_prefix)
+        if settings.cluster and role == "worker"
+        else None,
     )
     reviews = ReviewService(store, audit, locks, clock)
     dormancy = DormancyService(store, audit, clock)
@@ -293,7 +305,7 @@ def _build(
         incidents=incidents,
         integrity=integrity,
     )
-    parts = _Parts(
+    parts = Parts(
         services=services,
         issuer_url=issuer_url,
         authenticator=Authenticator(codec, dpop),
@@ -304,6 +316,10 @@ def _build(
         proxies=parse_networks(settings.trusted_proxies),
         shared_redis=shared_redis,
         role=role,
+        risk_feed=RiskSubscriber(settings.redis_url, settings.redis_prefix)
+        if settings.cluster and role == "gateway"
+        else None,
+        env=env,
     )
     return parts, config
 
@@ -314,63 +330,7 @@ def _caep_options(holder: SnapshotHolder, startup: BastionConfig) -> CaepOptions
     return (startup if snapshot is None else snapshot.config).response.caep
 
 
-def _background(parts: _Parts) -> list[Coroutine[Any, Any, None]]:
-    """The background loops this process's role runs. Every process keeps its snapshot fresh and
-    writes its own audit queue; CAEP and webhook deliveries are queued in memory by the process
-    that caused them (a lock made through one gateway's admin API, say), so each process sends
-    its own. Every process runs the integrity watch too: it is how a gateway's recorder learns
-    of a tamper mark (its own finding or one shared through the database) and refuses
-    ``audit: required`` compartments — fail closed beats doing the verification once. The
-    once-per-deployment loops run only in the embedded process or the worker."""
-    services = parts.services
-    loops: list[Coroutine[Any, Any, None]] = [services.sync.run(), services.recorder.run()]
-    if services.caep is not None:
-        loops.append(services.caep.run())
-    if services.notifier is not None:
-        loops.append(services.notifier.run())
-    if services.integrity is not None:
-        loops.append(services.integrity.run())
-    if parts.role != "gateway":
-        loops += [parts.checkpointer.run(), services.sweeper.run(), services.detection.run()]
-    return loops
-
-
-def _lifespan(parts: _Parts) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
-    """First snapshot, then the role's background loops (see ``_background``); on shutdown the
-    audit queue is flushed and, outside a gateway, a last checkpoint signed before the store
-    closes."""
-    services = parts.services
-    once_per_deployment = parts.role != "gateway"
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        await services.sync.reload()
-        tasks = [asyncio.create_task(loop) for loop in _background(parts)]
-        try:
-            yield
-        finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await services.recorder.flush()
-            if once_per_deployment:
-                await services.detection.stop()
-            if services.notifier is not None:
-                await services.notifier.stop()  # after detection: its last findings go out too
-            if once_per_deployment:
-                await parts.checkpointer.once()
-            await parts.proxy.aclose()
-            if parts.shared_redis is not None:
-                await parts.shared_redis.aclose()
-            services.sync.deregister()
-            services.store.close()
-
-    return lifespan
-
-
-def _control(parts: _Parts, clock: Callable[[], float] = time.time) -> Starlette:
+def _control(parts: Parts, clock: Callable[[], float] = time.time) -> Starlette:
     """Everything but the hot path: token and enrollment endpoints, the admin API, health."""
     services, proxies = parts.services, parts.proxies
 
@@ -447,16 +407,30 @@ def _control(parts: _Parts, clock: Callable[[], float] = time.time) -> Starlette
             *identity.routes(),
             *caep_receiver.routes(),
             Mount("/admin", app=admin_api),
+            Mount(
+                "/console",
+                app=create_console(
+                    services,
+                    authenticator=parts.authenticator,
+                    public_url=services.settings.public_url,
+                    source_ip=request_source,
+                    clock=clock,
+                    env=parts.env,  # identity providers' client secrets
+                    attempts=SignInLimits(  # shared by every gateway in cluster mode
+                        client=parts.shared_redis, prefix=services.settings.redis_prefix
+                    ),
+                ),
+            ),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
         ],
-        lifespan=_lifespan(parts),
+        lifespan=lifespan(parts),
     )
     control.state.services = services
     return control
 
 
-def _quotas(parts: _Parts) -> QuotaLedger:
+def _quotas(parts: Parts) -> QuotaLedger:
     """Token buckets in Redis in cluster mode (quotas hold across gateways), else in memory."""
     if parts.shared_redis is None:
         return QuotaBuckets()

@@ -26,10 +26,19 @@ class ProcessStatus:
     stale: bool
     behind: int  # epochs this process is behind the current one (0: enforcing the latest)
 
+    @property
+    def lock_view_age(self) -> float | None:
+        """How old the process's lock view was at its last heartbeat: seconds since it had last
+        proved it current (it re-proves at every epoch poll); None if it never had."""
+        at = self.row.get("lock_view_at")
+        return None if at is None else max(0.0, self.row["heartbeat_at"] - at)
+
     def as_json(self) -> dict[str, Any]:
+        age = self.lock_view_age
         return {
             **self.row,
             "heartbeat_age": round(self.age, 3),
+            "lock_view_age": None if age is None else round(age, 3),
             "stale": self.stale,
             "epochs_behind": self.behind,
         }

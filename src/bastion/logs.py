@@ -50,6 +50,34 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass  # always sys.stderr
 
 
+class Outage:
+    """A failure that repeats while a dependency is down (the database, say), logged once when it
+    starts and once when it ends — not at every retry, which would bury everything else."""
+
+    def __init__(self, logger: logging.Logger, what: str) -> None:
+        self._log = logger
+        self._what = what
+        self.down = False
+        self.failures = 0  # in the current outage
+
+    def failed(self, exc: BaseException, consequence: str = "retrying") -> None:
+        if not self.down:
+            self._log.warning(
+                "%s failed (%s); %s",
+                self._what,
+                type(exc).__name__,
+                consequence,
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+        self.down = True
+        self.failures += 1
+
+    def recovered(self) -> None:
+        if self.down:
+            self._log.warning("%s working again after %d failures", self._what, self.failures)
+        self.down, self.failures = False, 0
+
+
 def log_config(level: str = "info") -> dict[str, Any]:
     """A ``logging.config.dictConfig`` for ``bastion serve`` (also handed to uvicorn)."""
     handler = {"()": "bastion.logs.StderrHandler", "formatter": "json"}

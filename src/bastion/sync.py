@@ -27,10 +27,11 @@ from pathlib import Path
 
 import anyio
 
-from bastion.background import finish_on_cancel
+from bastion.background import finish_on_cancel, wait_set
 from bastion.config import BastionConfig, load_config
 from bastion.detect.signals import NO_SIGNALS, Signals, SignalsLoader
 from bastion.errors import BastionError
+from bastion.logs import Outage
 from bastion.policy.holder import SnapshotHolder
 from bastion.policy.snapshot import Snapshot, build_snapshot
 from bastion.store import Store, state
@@ -121,6 +122,8 @@ class StateSync:
         self._env = dict(os.environ) if env is None else dict(env)
         self._poll = poll_interval
         self._lock = asyncio.Lock()
+        self._poll_outage = Outage(log, "state epoch poll")
+        self._heartbeat_outage = Outage(log, "process heartbeat")
         self._nudged = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._config: BastionConfig | None = None
@@ -189,11 +192,19 @@ class StateSync:
             return snapshot
 
     async def _heartbeat(self, epoch: int) -> None:
-        self.process = replace(self.process, heartbeat_at=time.time(), epoch=epoch)
+        now, age = time.time(), self.freshness(time.monotonic())
+        self.process = replace(
+            self.process,
+            heartbeat_at=now,
+            epoch=epoch,
+            lock_view_at=None if age == float("inf") else now - age,
+        )
         try:
             await finish_on_cancel(anyio.to_thread.run_sync(self._write_heartbeat))
-        except Exception:
-            log.warning("could not record the process heartbeat", exc_info=True)
+        except Exception as exc:
+            self._heartbeat_outage.failed(exc)
+        else:
+            self._heartbeat_outage.recovered()
 
     def _write_heartbeat(self) -> None:
         with self._store.begin() as conn:
@@ -246,15 +257,15 @@ class StateSync:
     async def _poll_forever(self) -> None:
         last_beat = time.monotonic()
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._nudged.wait(), self._poll)
+            await wait_set(self._nudged, self._poll)
             self._nudged.clear()
             started = time.monotonic()
             try:
                 current = await finish_on_cancel(anyio.to_thread.run_sync(self._read_epoch))
-            except Exception:
-                log.warning("state epoch poll failed; serving from the last snapshot")
+            except Exception as exc:
+                self._poll_outage.failed(exc, "serving from the last snapshot")
                 continue
+            self._poll_outage.recovered()
             snapshot = self._holder.current
             changed = self._stamp() != self._config_stamp
             if snapshot is None or current != snapshot.epoch or changed:

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import httpx2
 
-from bastion.app import BastionApp, create_app
+from bastion.app import BastionApp, Role, create_app
 from bastion.client.auth import DPoPAuth
 from bastion.client.profile import Profile
 from bastion.client.sdk import SDKDPoPAuth
@@ -90,10 +90,12 @@ async def running(
     database_url: str = "",
     env: Mapping[str, str] | None = None,
     clock: Callable[[], float] = time.time,
+    role: Role = "embedded",
     **settings: Any,
 ) -> AsyncIterator[Harness]:
     """Write the config under ``tmp``, start Bastion in-process, and stop it on exit. ``clock``
-    is the server's time (token service and gateway) and its clients'; tests move it forward."""
+    is the server's time (token service and gateway) and its clients'; tests move it forward;
+    ``role`` is a cluster role (``create_app``)."""
     config_file = tmp / "bastion.yaml"
     config_file.write_text(config_text, encoding="utf-8")
     base = Settings(
@@ -102,7 +104,9 @@ async def running(
         database_url=database_url,
         public_url=BASE_URL,
     )
-    app = create_app(replace(base, **settings), upstream_transport=upstream, env=env, clock=clock)
+    app = create_app(
+        replace(base, **settings), upstream_transport=upstream, env=env, clock=clock, role=role
+    )
     control = app.control
     async with control.router.lifespan_context(control):
         harness = Harness(app, app.services.settings, httpx.ASGITransport(app=app), clock=clock)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -95,21 +96,23 @@ class Deployment:
         )
 
 
-@pytest.fixture(scope="session")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    workdir = tmp_path_factory.mktemp("deploy")
-    (workdir / "bastion.yaml").write_text(
-        CONFIG.replace("http://upstream.test", "http://127.0.0.1:{UPSTREAM_PORT}"),
-        encoding="utf-8",
-    )
+@contextlib.contextmanager
+def deployed(
+    workdir: Path, config: str, extra_env: dict[str, str] | None = None
+) -> Iterator[Deployment]:
+    """Write ``config`` (its ``http://upstream.test`` pointed at the stand-in) into ``workdir``,
+    start the stand-in upstream and ``bastion serve`` as real processes on loopback, wait until
+    both answer, and stop them on exit."""
     upstream_port, port = free_port(), free_port()
-    config = (workdir / "bastion.yaml").read_text().replace("{UPSTREAM_PORT}", str(upstream_port))
+    config = config.replace("http://upstream.test", f"http://127.0.0.1:{upstream_port}")
     (workdir / "bastion.yaml").write_text(config, encoding="utf-8")
+    url = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
         "EXAMPLE_UPSTREAM_KEY": UPSTREAM_KEY,
         "BASTION_CLIENT_DIR": str(workdir / "client"),
         "PYTHONPATH": str(ROOT),
+        **(extra_env or {}),
     }
     logs = workdir / "logs"
     logs.mkdir()
@@ -129,17 +132,22 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             stderr=subprocess.STDOUT,
         )
         server = subprocess.Popen(
-            [*BASTION, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [*BASTION, "serve", "--host", "127.0.0.1", "--port", str(port), "--public-url", url],
             cwd=workdir,
             env=env,
             stdout=server_out,
             stderr=subprocess.STDOUT,
         )
-    deployment = Deployment(f"http://127.0.0.1:{port}", workdir, env, server, server_log)
     try:
         wait_ready(f"http://127.0.0.1:{upstream_port}/healthz", upstream, upstream_log)
-        wait_ready(deployment.url + "/readyz", server, server_log)
-        yield deployment
+        wait_ready(url + "/readyz", server, server_log)
+        yield Deployment(url, workdir, env, server, server_log)
     finally:
         stop(server)
         stop(upstream)
+
+
+@pytest.fixture(scope="session")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    with deployed(tmp_path_factory.mktemp("deploy"), CONFIG) as running:
+        yield running

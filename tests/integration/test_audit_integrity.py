@@ -291,6 +291,7 @@ async def test_only_auditors_read_the_integrity_status(server: Harness, people: 
         "first_bad_index",
         "problem",
         "checked_at",
+        "verified_by",
     }
 
 

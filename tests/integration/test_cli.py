@@ -53,7 +53,8 @@ def test_init_writes_the_example_and_a_private_state_directory(cli: Cli) -> None
     assert mode(cli.root / ".bastion" / "issuer.jwk") == 0o600
     assert (cli.root / ".bastion" / "bastion.db").is_file()
     assert [row.name for row in PrincipalService(cli.store, cli.audit).all()] == [
-        "alice"
+        "alice",
+        "ops",
     ]  # the example's
 
 
@@ -82,7 +83,7 @@ def test_config_check_counts_the_example_and_warns_about_unset_upstream_keys(
     result = cli("config", "check")
     assert result.code == 0
     assert result.out.splitlines() == [
-        "bastion.yaml: ok — 2 upstreams, 5 models, 4 compartments, 3 orgs, 1 principals",
+        "bastion.yaml: ok — 2 upstreams, 5 models, 4 compartments, 3 orgs, 2 principals",
         "warning: EXAMPLE_UPSTREAM_KEY is not set: its upstream will refuse requests",
     ]
     monkeypatch.setenv("EXAMPLE_UPSTREAM_KEY", "set")

@@ -132,6 +132,31 @@ def test_key_enroll_list_and_revoke(admin_cli: Cli) -> None:
     assert (again.code, again.err) == (1, "error: no active device key with that thumbprint\n")
 
 
+def _key_whose_thumbprint_starts(prefix: str) -> dict[str, object]:
+    while not thumbprint(key := public_jwk(generate_private_jwk())).startswith(prefix):
+        pass
+    return key
+
+
+@pytest.mark.parametrize("prefix", ["-", "--"])
+def test_a_thumbprint_that_starts_with_a_dash_is_an_argument(admin_cli: Cli, prefix: str) -> None:
+    # base64url: one thumbprint in 64 starts with '-' (in 4,096 with '--'), and read as an option
+    key = _key_whose_thumbprint_starts(prefix)
+    jkt = thumbprint(key)
+    assert admin_cli("key", "enroll", "alice", str(write_json(admin_cli.root / "k", key))).code == 0
+    locked = admin_cli("lock", "key", jkt, "--reason", "copied")
+    assert locked.code == 0, locked.err
+    assert locked.out.startswith(f"locked key {jkt} (lk_")
+    unlocked = admin_cli("unlock", "key", jkt, "--reason", "not copied")
+    assert unlocked.code == 0, unlocked.err
+    assert unlocked.out.startswith(f"unlocked key {jkt} (lk_")
+    revoked = admin_cli("key", "revoke", jkt, "--reason", "laptop lost")
+    assert (revoked.code, revoked.out) == (0, f"revoked key {jkt}\n")
+    misspelled = admin_cli("key", "revoke", jkt, "--reason", "x", "--forse")
+    assert misspelled.code == 2  # a misspelled option is still refused, as an extra argument
+    assert "--forse" in misspelled.err
+
+
 def _rsa_public_jwk() -> dict[str, object]:
     return dict(joserfc_jwk.RSAKey.generate_key(2048).as_dict(private=False))
 

@@ -13,10 +13,12 @@ import httpx2
 import pytest
 import redis.asyncio as aioredis
 
+from bastion.console.attempts import BURST
 from bastion.identity.assertions import ASSERTION_TYPE, make_client_assertion
 from bastion.identity.dpop import sign_proof
 from bastion.testing import BASE_URL, Harness, running
 from tests.conftest import CONFIG, _postgres_schema_url
+from tests.integration.console.conftest import Browser
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -265,3 +267,23 @@ async def test_redis_unreachable_refuses_proofs_with_503(
             live, access, sign_proof(private, method="POST", url=CHAT, access_token=access)
         )
         assert fine.status_code == 200
+
+
+async def test_console_sign_in_attempts_are_limited_across_gateways(
+    tmp_path: Path,
+    postgres_url: str,
+    prefix: str,
+    upstream_transport: httpx2.ASGITransport,
+    upstream_env: dict[str, str],
+) -> None:
+    async with gateways(
+        CONFIG, tmp_path, postgres_url, prefix, upstream_transport, upstream_env
+    ) as apps:
+        browsers = [Browser(app) for app in apps]
+        statuses = []
+        for turn in range(int(BURST) + 2):  # one address guessing login codes through both
+            guess = f"/console/login#code={'A' * 42}{turn % 10}"
+            statuses.append((await browsers[turn % 2].open_link(guess)).status_code)
+        for browser in browsers:
+            await browser.client.aclose()
+    assert statuses == [400] * int(BURST) + [429, 429]  # unknown code, then the shared limit

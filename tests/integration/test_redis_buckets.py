@@ -1,5 +1,6 @@
 """Shared state in Redis, against this machine's real Redis: the Lua token buckets behind
-cluster quotas and throttles, and the DPoP replay cache (``SET NX PX``), including Redis down."""
+cluster quotas, throttles and the console's sign-in limits, and the DPoP replay cache
+(``SET NX PX``), including Redis down."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from bastion.config.models import Limits, Quotas
+from bastion.console.attempts import SignInAttempts, SignInLimits
 from bastion.errors import QuotaUnavailable, ReplayCacheUnavailable, Throttled, TooManyRequests
 from bastion.gateway.quotas import ThrottleHold
 from bastion.gateway.quotas_redis import RedisQuotaBuckets
@@ -235,3 +237,93 @@ async def test_replay_cache_down_fails_closed(caplog: pytest.LogCaptureFixture) 
     assert cache.failures == 2
     assert len([r for r in caplog.records if "unreachable" in r.message]) == 1
     await dead.aclose()
+
+
+# -- the console's sign-in limits (every gateway counts into the same buckets) ---------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def gateway(
+    client: aioredis.Redis, prefix: str, clock: Clock, total: float = 600.0
+) -> SignInLimits:
+    local = SignInAttempts(per_minute=6, burst=3, total_per_minute=total)
+    return SignInLimits(local, client, prefix, clock=clock)
+
+
+async def test_sign_in_limits_of_an_address_are_shared_by_gateways(
+    client: aioredis.Redis, prefix: str
+) -> None:
+    clock = Clock()
+    first, second = gateway(client, prefix, clock), gateway(client, prefix, clock)
+    await first.take("192.0.2.1")
+    await second.take("192.0.2.1")
+    await first.take("192.0.2.1")
+    for limits in (first, second):  # the burst of 3 is spent, whichever gateway is asked
+        with pytest.raises(TooManyRequests) as refused:
+            await limits.take("192.0.2.1")
+        assert refused.value.retry_after == 10  # 6 a minute: one every 10 s
+        assert refused.value.message == (
+            "too many sign-in attempts from this address: try again in 10 s"
+        )
+    await second.take("2001:db8::1")  # another address: its own bucket
+    assert len(first.local) == len(second.local) == 0  # nothing was counted in memory
+
+
+async def test_a_refused_sign_in_attempt_costs_nothing(client: aioredis.Redis, prefix: str) -> None:
+    clock = Clock()
+    limits = gateway(client, prefix, clock)
+    for _ in range(3):
+        await limits.take("192.0.2.1")
+    for _ in range(20):  # hammering while refused does not push the wait further out
+        with pytest.raises(TooManyRequests):
+            await limits.take("192.0.2.1")
+    clock.now += 10
+    await limits.take("192.0.2.1")
+    with pytest.raises(TooManyRequests):
+        await limits.take("192.0.2.1")
+
+
+async def test_every_address_together_has_one_sign_in_limit(
+    client: aioredis.Redis, prefix: str
+) -> None:
+    clock = Clock()
+    first, second = gateway(client, prefix, clock, 4), gateway(client, prefix, clock, 4)
+    for number, limits in enumerate((first, second, first, second), start=1):
+        await limits.take(f"192.0.2.{number}")
+    with pytest.raises(TooManyRequests) as refused:
+        await second.take("198.51.100.9")  # a fresh address: the total is spent
+    assert refused.value.message == "too many sign-in attempts right now: try again in 15 s"
+
+
+async def test_sign_in_buckets_expire_when_full_again(client: aioredis.Redis, prefix: str) -> None:
+    await gateway(client, prefix, Clock()).take("192.0.2.1")
+    ttl = await client.pttl(f"{prefix}:signin:source:192.0.2.1")
+    assert 0 < ttl <= 10_000 + 1000  # one attempt refills in 10 s: the key goes with it
+    assert 0 < await client.pttl(f"{prefix}:signin:total") <= 100 + 1000
+
+
+async def test_sign_in_limits_without_redis_fall_back_to_the_process(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    dead = async_client(DEAD_REDIS_URL)
+    try:
+        limits = gateway(dead, "t" + secrets.token_hex(6), Clock())
+        with caplog.at_level(logging.WARNING, logger="bastion.console"):
+            for _ in range(3):
+                await limits.take("192.0.2.1")
+            with pytest.raises(TooManyRequests) as refused:  # still limited, never waived
+                await limits.take("192.0.2.1")
+        assert "from this address" in refused.value.message
+        assert limits.failures == 4
+        outage = [r for r in caplog.records if "sign-in limits (Redis) unreachable" in r.message]
+        assert len(outage) == 1  # logged once per outage, not per attempt
+        assert len(limits.local) == 1
+    finally:
+        await dead.aclose()

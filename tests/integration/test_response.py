@@ -110,7 +110,9 @@ async def test_enumeration_by_a_vendor_is_throttled_then_suspended(make: Any) ->
     response = harness.services.response
     assert response is not None
     throttled = await wait_for(lambda: response.actions(status="done"))
-    assert time.monotonic() - third < 1.0  # the running engine and playbook, not catch_up
+    # The running engine and playbook, not catch_up; prompt, not timed (two test workers share
+    # the machine): sub-second containment is the drill's to assert (tests/e2e/test_drill.py).
+    assert time.monotonic() - third < 3.0
     (throttle,) = [a for a in throttled if a.action == "throttle"]
     assert (throttle.target_type, throttle.target) == ("principal", "victor")
     assert throttle.playbook == "enumeration-vendor"
@@ -121,9 +123,12 @@ async def test_enumeration_by_a_vendor_is_throttled_then_suspended(make: Any) ->
         lambda: [a for a in response.actions(status="done") if a.action == "suspend_principal"]
     )
     started = time.monotonic()
-    while await chat(harness, "victor", "demo-chat") == 200:  # the next request is refused
-        assert time.monotonic() - started < 1.0
-    assert await chat(harness, "victor", "demo-chat") == 401
+    while (status := await chat(harness, "victor", "demo-chat")) != 401:  # refused at login
+        # until the suspension is in the snapshot: served, throttled, or (a login that got in
+        # just before the swap) refused by the gateway
+        assert status in (200, 403, 429), status
+        assert time.monotonic() - started < 3.0
+    assert await chat(harness, "victor", "demo-chat") == 401  # and stays refused
     assert await chat(harness, "alice", "demo-chat") == 200  # nobody else is touched
     causes = audited(harness, "response.")
     assert {c["action"] for c in causes} >= {"response.throttle", "response.suspend_principal"}

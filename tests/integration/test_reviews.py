@@ -8,6 +8,7 @@ ago the same way.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -83,8 +84,7 @@ async def rv(
         env=upstream_env,
         database_url=database_url,
     ) as harness:
-        await harness.services.sweeper.once()  # as the background task does at startup
-        yield harness
+        yield harness  # the startup sweep has run: the lifespan awaits it
 
 
 @pytest.fixture
@@ -416,6 +416,32 @@ async def test_the_sweep_refreshes_a_snapshot_that_would_call_an_active_principa
     assert services.holder.current.epoch > epoch
     assert not services.holder.current.dormant("busy", time.time())
     assert disabled_events(rv, "busy") == 0  # active in the store: never recorded as dormant
+
+
+async def test_the_startup_sweep_is_done_before_the_process_serves(
+    tmp_path: Path,
+    upstream_env: dict[str, str],
+    upstream_transport: httpx2.ASGITransport,
+    database_url: str,
+) -> None:
+    def start() -> contextlib.AbstractAsyncContextManager[Harness]:
+        return running(
+            REVIEW_CONFIG,
+            tmp_path,
+            upstream=upstream_transport,
+            env=upstream_env,
+            database_url=database_url,
+        )
+
+    async with start() as first:
+        services = first.services
+        long_ago = PrincipalService(services.store, services.audit, lambda: time.time() - 40 * DAY)
+        config = services.holder.current.config
+        long_ago.add(config, "sleepy", kind="service", org="lab", author="test")
+        assert disabled_events(first, "sleepy") == 0  # the next sweep is an interval away
+    async with start() as second:
+        assert disabled_events(second, "sleepy") == 1  # swept on the way up, not after
+        assert second.services.holder.current.dormant("sleepy", time.time())
 
 
 def disabled_events(harness: Harness, principal: str) -> int:

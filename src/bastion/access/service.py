@@ -13,6 +13,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 
@@ -26,6 +27,29 @@ from bastion.store import principals as principal_rows
 from bastion.store.access import ApprovalRow, GrantRow, RequestRow
 
 PENDING_TTL = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRequest:
+    """A pending request as approvers see it: the two-person rule made visible."""
+
+    request: RequestRow
+    approvals: tuple[ApprovalRow, ...]  # decisions so far, oldest first
+    needed: int  # approvals that create the grant
+    eligible: tuple[str, ...]  # approvers who may still decide (never the requester)
+
+    @property
+    def approved(self) -> int:
+        return sum(1 for a in self.approvals if a.decision == "approve")
+
+
+def approvals_needed(config: BastionConfig, compartment: str) -> int:
+    """Distinct approvals that turn a request for ``compartment`` into a grant."""
+    declared = config.compartments[compartment]
+    needed = declared.access.approvals if declared.access is not None else 2
+    if declared.level is Level.CRITICAL:
+        needed = max(needed, 2)  # the two-person rule, whatever the config says
+    return needed
 
 
 class AccessService:
@@ -131,22 +155,29 @@ class AccessService:
                 given = sum(
                     1 for a in rows.approvals_of(conn, request.id) if a.decision == "approve"
                 )
-                access = config.compartments[request.compartment].access
-                needed = access.approvals if access is not None else 2
-                if config.compartments[request.compartment].level is Level.CRITICAL:
-                    needed = max(needed, 2)  # the two-person rule, whatever the config says
-                if given >= needed:
+                if given >= approvals_needed(config, request.compartment):
                     self._grant(conn, request, now)
         return self.get(request_id)
 
     def _check_approver(
         self, config: BastionConfig, request: RequestRow, approver: str, conn: sa.Connection
     ) -> None:
+        decided = {a.approver for a in rows.approvals_of(conn, request.id)}
+        refusal = self._refusal(config, request, approver, decided)
+        if refusal is not None:
+            raise refusal
+
+    def _refusal(
+        self, config: BastionConfig, request: RequestRow, approver: str, decided: set[str]
+    ) -> AccessDenied | Conflict | None:
+        """Why ``approver`` may not decide on ``request`` (None: they may)."""
         access = config.compartments[request.compartment].access
         if approver == request.principal:
-            raise AccessDenied("the requester cannot approve their own request", ("self_approval",))
+            return AccessDenied(
+                "the requester cannot approve their own request", ("self_approval",)
+            )
         if access is None or approver not in access.approvers:
-            raise AccessDenied(
+            return AccessDenied(
                 f"{approver!r} is not an approver of {request.compartment!r}",
                 ("not_an_approver",),
             )
@@ -155,11 +186,12 @@ class AccessService:
             config.orgs[requester_org].kind is OrgKind.VENDOR
             and self._org_of(config, approver) == requester_org
         ):
-            raise AccessDenied(
+            return AccessDenied(
                 "an approver cannot be from the vendor requester's own org", ("same_org_approval",)
             )
-        if any(a.approver == approver for a in rows.approvals_of(conn, request.id)):
-            raise Conflict(f"{approver!r} already decided on {request.id}")
+        if approver in decided:
+            return Conflict(f"{approver!r} already decided on {request.id}")
+        return None
 
     def _grant(self, conn: sa.Connection, request: RequestRow, now: float) -> None:
         rows.set_status(conn, request.id, "approved", now)
@@ -219,6 +251,38 @@ class AccessService:
     def pending(self) -> list[RequestRow]:
         with self._store.read() as conn:
             return rows.list_requests(conn, "pending")
+
+    def pending_detail(self, config: BastionConfig) -> list[PendingRequest]:
+        """Pending requests with their decisions so far, how many approvals each needs and who
+        may still decide (the same rules ``decide`` enforces)."""
+        now = self._clock()
+        with self._store.read() as conn:
+            found = [
+                (row, tuple(rows.approvals_of(conn, row.id)))
+                for row in rows.list_requests(conn, "pending")
+                if row.expires_at > now and row.compartment in config.compartments
+            ]
+        details = []
+        for row, given in found:
+            access = config.compartments[row.compartment].access
+            decided = {a.approver for a in given}
+            eligible = tuple(
+                name
+                for name in (access.approvers if access is not None else ())
+                if self._eligible(config, row, name, decided)
+            )
+            details.append(
+                PendingRequest(row, given, approvals_needed(config, row.compartment), eligible)
+            )
+        return details
+
+    def _eligible(
+        self, config: BastionConfig, request: RequestRow, approver: str, decided: set[str]
+    ) -> bool:
+        try:
+            return self._refusal(config, request, approver, decided) is None
+        except NotFound:  # an approver named in the config who is no principal (yet)
+            return False
 
     def grants(self) -> list[GrantRow]:
         with self._store.read() as conn:

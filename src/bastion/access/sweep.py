@@ -1,6 +1,7 @@
 """The lifecycle sweep: a small background task, off the hot path.
 
-Every ``interval`` seconds (and once at startup) it opens the access reviews that are due and
+Once at startup, before the process serves (the lifespan awaits it, so no request or test
+races a first sweep), then every ``interval`` seconds, it opens the access reviews that are due and
 records principals that went dormant, on a worker thread, against the current snapshot's config.
 When it changed anything the gateways must see, it reloads this process's snapshot at once (other
 processes follow the state epoch). A failed sweep is logged and retried at the next interval.
@@ -59,13 +60,18 @@ class LifecycleSweeper:
             log.warning("principal %s is dormant and disabled", name)
         return bool(opened) or result.refreshed
 
+    async def safely(self) -> None:
+        """One sweep; a failure is logged and left to the next interval."""
+        try:
+            await self.once()
+        except Exception as exc:  # logged without a traceback: it may carry row values
+            log.error(
+                "lifecycle sweep failed (%s); retrying at the next interval",
+                type(exc).__name__,
+            )
+
     async def run(self) -> None:
+        """Every interval after the startup sweep (``safely``, awaited by the lifespan)."""
         while True:
-            try:
-                await self.once()
-            except Exception as exc:  # logged without a traceback: it may carry row values
-                log.error(
-                    "lifecycle sweep failed (%s); retrying at the next interval",
-                    type(exc).__name__,
-                )
             await asyncio.sleep(self._interval)
+            await self.safely()

@@ -10,6 +10,7 @@ import anyio
 
 from bastion.background import finish_on_cancel
 from bastion.errors import Conflict
+from bastion.logs import Outage
 from bastion.store import Store
 from bastion.store.events import CheckpointRow
 
@@ -33,6 +34,7 @@ class Checkpointer:
         self._interval = interval
         self._integrity = integrity
         self.refused: str | None = None
+        self._outage = Outage(log, "signing an audit checkpoint")
 
     def _sign(self) -> CheckpointRow | None:
         with self._store.begin() as conn:
@@ -46,11 +48,14 @@ class Checkpointer:
             self._refuse("refusing to sign: the audit log failed its integrity check")
             return None
         try:
-            return await finish_on_cancel(anyio.to_thread.run_sync(self._sign))
+            signed = await finish_on_cancel(anyio.to_thread.run_sync(self._sign))
         except Conflict as refusal:
             self._refuse(refusal.message)
-        except Exception:
-            log.exception("could not sign an audit checkpoint")
+        except Exception as exc:
+            self._outage.failed(exc)
+        else:
+            self._outage.recovered()
+            return signed
         return None
 
     def _refuse(self, message: str) -> None:

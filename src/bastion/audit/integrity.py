@@ -41,6 +41,7 @@ import anyio
 import orjson
 import sqlalchemy as sa
 
+from bastion.background import finish_on_cancel
 from bastion.errors import BadRequest, Conflict
 from bastion.store import Store
 from bastion.store import events as rows
@@ -85,8 +86,12 @@ class IntegrityWatch:
         interval: float = 0.25,
         new_per_pass: int | None = NEW_PER_PASS,
         recheck_per_pass: int | None = RECHECK_PER_PASS,
+        verify: bool = True,
     ) -> None:
         self._store = store
+        # A cluster's gateways only follow the shared mark (False): the worker verifies, once
+        # for the deployment, instead of every gateway re-hashing the same log.
+        self._verify_log = verify
         self._audit = audit
         self._clock = clock
         self._interval = interval
@@ -115,6 +120,7 @@ class IntegrityWatch:
             "first_bad_index": None if problem is None else problem.index,
             "problem": None if problem is None else problem.problem,
             "checked_at": self.checked_at,
+            "verified_by": "this process" if self._verify_log else "the worker",
         }
 
     # -- a pass ---------------------------------------------------------------------------------
@@ -124,7 +130,7 @@ class IntegrityWatch:
         with self._pass_lock:
             with self._store.read() as conn:
                 self._follow(conn, tamper_rows.read(conn))
-                if self._problem is None:
+                if self._problem is None and self._verify_log:
                     found = self._verify(conn)
                     if found is not None:
                         self._trip(found)
@@ -286,14 +292,7 @@ class IntegrityWatch:
     async def _one_pass(self) -> None:
         """``check`` on a worker thread. Cancelled (at shutdown), it still waits for the pass in
         flight: the store is closed next, and must not be closed under a pass."""
-        in_flight = asyncio.ensure_future(anyio.to_thread.run_sync(self.check))
-        try:
-            await asyncio.shield(in_flight)
-        except asyncio.CancelledError:
-            await asyncio.wait([in_flight])
-            if not in_flight.cancelled():
-                in_flight.exception()  # the process is stopping: a failed last pass is moot
-            raise
+        await finish_on_cancel(anyio.to_thread.run_sync(self.check))
 
 
 def _log_change(before: Problem | None, after: Problem | None) -> None:

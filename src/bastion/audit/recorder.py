@@ -3,7 +3,10 @@
 ``record`` never blocks and does no I/O (best-effort events). ``commit`` waits until the event is
 durable in the log, for compartments marked ``audit: required``: if the log cannot record, it
 raises ``AuditUnavailable`` and the caller refuses the request; while the integrity watch holds
-the stored log tampered, it raises ``AuditTampered`` at once. The writer takes whatever has
+the stored log tampered, it raises ``AuditTampered`` at once. It waits at most
+``commit_timeout`` seconds: a database that hangs instead of refusing (frozen, partitioned, a
+lock held) refuses the caller too, rather than holding it as long as the database hangs; the
+event may still be written once the database answers. The writer takes whatever has
 queued up, appends it to the Merkle log in one transaction on a worker thread, and meanwhile the
 next batch gathers — group commit without a timer. Events made outside the server (the CLI)
 are appended synchronously by the services, in the transaction of the change they record.
@@ -12,20 +15,22 @@ are appended synchronously by the services, in the transaction of the change the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Protocol
 
 import anyio
 
-from bastion.background import finish_on_cancel
+from bastion.background import finish_on_cancel, wait_set
 from bastion.errors import Unavailable
+from bastion.logs import Outage
 from bastion.store import Store
 
 from .events import Event
 from .log import AuditLog
 
 log = logging.getLogger("bastion.audit")
+
+COMMIT_TIMEOUT = 5.0  # seconds ``commit`` waits for its event to be durable before refusing
 
 
 class AuditUnavailable(Unavailable):
@@ -55,8 +60,10 @@ class AuditRecorder:
         max_queue: int = 100_000,
         max_batch: int = 2_000,
         integrity: IntegrityState | None = None,
+        commit_timeout: float = COMMIT_TIMEOUT,
     ) -> None:
         self._store = store
+        self._commit_timeout = commit_timeout
         self._integrity = integrity
         self._log = audit_log
         self._linger = linger
@@ -71,6 +78,7 @@ class AuditRecorder:
         self.dropped = 0
         self.failures = 0
         self.healthy = True
+        self._outage = Outage(log, "audit write")
 
     def record(self, event: Event) -> None:
         """Queue a best-effort event."""
@@ -93,7 +101,16 @@ class AuditRecorder:
         except asyncio.QueueFull:
             raise AuditUnavailable("the audit log is overloaded; refusing") from None
         self._urgent.set()
-        await asyncio.shield(future)
+        try:
+            async with asyncio.timeout(self._commit_timeout):
+                await asyncio.shield(future)
+        except TimeoutError:
+            # The write goes on; whatever it ends with is nobody's to raise any more.
+            future.add_done_callback(_settled)
+            raise AuditUnavailable(
+                f"the audit log did not confirm the record within {self._commit_timeout:g}s; "
+                "refusing"
+            ) from None
 
     async def run(self) -> None:
         """Write batches forever (cancelled at shutdown, after which ``flush`` runs once more)."""
@@ -103,8 +120,7 @@ class AuditRecorder:
             if self._linger and first[1] is None:
                 # Best-effort events may wait a little to share a commit; a durable one
                 # (``commit``) cuts the wait short, so audit-required latency is unaffected.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._urgent.wait(), self._linger)
+                await wait_set(self._urgent, self._linger)
             self._urgent.clear()
             await self.flush()
 
@@ -126,15 +142,14 @@ class AuditRecorder:
         for attempt in range(3):
             try:
                 await finish_on_cancel(anyio.to_thread.run_sync(self._append, events))
-            except Exception:
+            except Exception as exc:
                 self.failures += 1
                 self.healthy = False
-                log.exception("audit write failed (attempt %d)", attempt + 1)
+                self._outage.failed(exc, "retrying each batch three times")
                 await asyncio.sleep(0.05 * (attempt + 1))
             else:
                 self.written += len(events)
-                if not self.healthy:
-                    log.warning("audit log recording again")
+                self._outage.recovered()
                 self.healthy = True
                 for _, future in batch:
                     if future is not None and not future.done():
@@ -151,3 +166,9 @@ class AuditRecorder:
         for _, future in batch:
             if future is not None and not future.done():
                 future.set_exception(AuditUnavailable("the audit log cannot record; refusing"))
+
+
+def _settled(future: asyncio.Future[None]) -> None:
+    """Retrieve the outcome of a commit its caller stopped waiting for (no "never retrieved")."""
+    if not future.cancelled():
+        future.exception()

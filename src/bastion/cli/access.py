@@ -15,8 +15,9 @@ from rich.table import Table
 from bastion.access.service import AccessService
 from bastion.client import httpx_client
 from bastion.errors import AccessDenied, BadRequest, BastionError, Conflict, NotFound
+from bastion.timefmt import when
 
-from .admin import add_row, id_column, when
+from .admin import add_row, id_column
 from .context import Context, actor, parse_duration
 
 out = Console(highlight=False, soft_wrap=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -17,24 +16,21 @@ from bastion.errors import BadRequest, NotFound
 from bastion.identity.principals import PrincipalService
 from bastion.respond.locks import LOCK_TYPES, LockService, validate_rate, validate_target
 from bastion.store import Store, state
+from bastion.timefmt import when
 
-from .context import Context, actor, parse_duration
+from .context import KEY_ARGUMENTS, Context, actor, parse_duration
 
 out = Console(soft_wrap=True)
 
 
-def when(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def wait_for_enforcement(store: Store, epoch: int, timeout: float = 3.0) -> tuple[int, int]:
-    """Wait until every live gateway has applied ``epoch``; returns (applied, live)."""
+    """Wait until every live gateway has applied ``epoch``; returns (applied, live). A cluster's
+    worker serves no requests, so it is not counted."""
     deadline = time.monotonic() + timeout
     while True:
         with store.read() as conn:
-            live = [p for p in state.live_processes(conn, since=time.time() - 6.0)]
+            processes = state.live_processes(conn, since=time.time() - 6.0)
+        live = [p for p in processes if p.kind == "gateway"]
         applied = sum(1 for p in live if p.epoch >= epoch)
         if applied == len(live) or time.monotonic() > deadline:
             return applied, len(live)
@@ -148,7 +144,7 @@ def register(app: typer.Typer) -> None:
             add_row(table, row.jkt, row.alg, when(row.created_at), when(row.revoked_at))
         out.print(table)
 
-    @key_app.command("revoke")
+    @key_app.command("revoke", context_settings=KEY_ARGUMENTS)
     def key_revoke(
         ctx: typer.Context, jkt: str, reason: str = typer.Option(..., help="why")
     ) -> None:
@@ -157,7 +153,7 @@ def register(app: typer.Typer) -> None:
         PrincipalService(c.store, c.audit).revoke_key(jkt, author=actor(), reason=reason)
         out.print(f"revoked key {jkt}")
 
-    @app.command()
+    @app.command(context_settings=KEY_ARGUMENTS)
     def lock(
         ctx: typer.Context,
         target_type: str = typer.Argument(..., help=f"one of: {', '.join(LOCK_TYPES)}"),
@@ -193,7 +189,7 @@ def register(app: typer.Typer) -> None:
         out.print(f"locked {row.target_type} {row.target}{held} ({row.id}{expiry})", markup=False)
         _report(c.store, epoch)
 
-    @app.command()
+    @app.command(context_settings=KEY_ARGUMENTS)
     def unlock(
         ctx: typer.Context,
         target_type: str = typer.Argument(..., help=f"one of: {', '.join(LOCK_TYPES)}"),

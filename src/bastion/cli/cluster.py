@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -13,16 +12,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from bastion.cluster import STALE_AFTER, cluster_status
+from bastion.timefmt import when
 
 from .context import Context
 
 out = Console(highlight=False, soft_wrap=True)
 # Columns every heartbeat row has; any others (e.g. lock-view freshness) are shown after them.
-_KNOWN = ("id", "kind", "host", "pid", "started_at", "heartbeat_at", "epoch")
-
-
-def _when(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+_KNOWN = ("id", "kind", "host", "pid", "started_at", "heartbeat_at", "epoch", "lock_view_at")
 
 
 def _cell(value: Any) -> str:
@@ -43,7 +39,9 @@ def register(app: typer.Typer) -> None:
         """Every gateway and worker heard from in the last hour, and the current state epoch.
 
         A process silent for more than 10 s is marked stale (killed, hung or cut off from the
-        database); "behind" counts the state changes it has not applied yet.
+        database); "behind" counts the state changes it has not applied yet; "lock view" is how
+        old its proof that its locks are current was at that heartbeat (it re-proves at every
+        epoch poll; strict compartments refuse calls past their bound).
         """
         c: Context = ctx.obj
         now = time.time()
@@ -53,7 +51,16 @@ def register(app: typer.Typer) -> None:
             return
         extra = sorted({k for p in report.processes for k in p.row} - set(_KNOWN))
         table = Table(
-            "kind", "host", "pid", "started (UTC)", "heartbeat", "epoch", "behind", *extra, "id"
+            "kind",
+            "host",
+            "pid",
+            "started (UTC)",
+            "heartbeat",
+            "epoch",
+            "behind",
+            "lock view",
+            *extra,
+            "id",
         )
         for proc in report.processes:
             row = proc.row
@@ -62,10 +69,11 @@ def register(app: typer.Typer) -> None:
                 _cell(row["kind"]),
                 _cell(row["host"]),
                 str(row["pid"]),
-                _when(row["started_at"]),
+                when(row["started_at"]),
                 beat,
                 str(row["epoch"]),
                 str(proc.behind),
+                "never proved" if proc.lock_view_age is None else f"{proc.lock_view_age:.1f}s old",
                 *(_cell(row.get(k)) for k in extra),
                 _cell(row["id"]),
             )

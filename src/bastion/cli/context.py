@@ -20,6 +20,11 @@ from bastion.store.fanout import EpochPublisher
 from bastion.sync import sync_config_principals
 
 _DURATION = re.compile(r"^(\d+)([smhd]?)$")
+# For commands that take a device key's thumbprint as an argument: a thumbprint is base64url, so
+# one in 64 starts with '-' and would read as an (unknown) option. These commands define no
+# short options, so such a word is kept whole as the argument; a misspelled --option is then
+# an "unexpected extra argument" error, still refused.
+KEY_ARGUMENTS = {"ignore_unknown_options": True}
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
-from datetime import UTC, datetime
 
 import orjson
 import typer
@@ -14,14 +13,11 @@ from rich.table import Table
 from bastion.detect.findings import Finding
 from bastion.errors import NotFound
 from bastion.store import findings as finding_rows
+from bastion.timefmt import when
 
 from .context import Context, parse_duration
 
 out = Console(highlight=False, soft_wrap=True)
-
-
-def _when(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _json(finding: Finding) -> str:
@@ -67,7 +63,7 @@ def register(app: typer.Typer) -> None:
                 str(f.severity),
                 f"{f.entity_type}:{f.entity}",
                 str(f.count),
-                _when(f.last_seen),
+                when(f.last_seen),
                 f.status,
                 f.explanation,
             )

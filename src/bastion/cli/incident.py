@@ -8,8 +8,6 @@ explanation or a resolution reason such as ``[/x]`` is shown as written.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import orjson
 import typer
 from rich.console import Console
@@ -21,36 +19,13 @@ from bastion.respond.blast_radius import BlastRadius
 from bastion.respond.incidents import IncidentDetail, IncidentService, incident_dict
 from bastion.respond.timeline import Timeline, TimelineEntry
 from bastion.store.incidents import IncidentRow
+from bastion.timefmt import relative, when
 
 from .context import Context, actor
 
 out = Console(highlight=False)
 _STATUS_STYLE = {"open": "bold red", "contained": "yellow", "resolved": "green"}
 _SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "dim"}
-
-
-def _when(at: float | None) -> str:
-    if at is None:
-        return "-"
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def relative(seconds: float) -> str:
-    """``T-1h02m``, ``T+0s``: a time relative to the first signal."""
-    sign = "-" if seconds < 0 else "+"
-    total = int(abs(seconds))
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        body = f"{days}d{hours:02d}h"
-    elif hours:
-        body = f"{hours}h{minutes:02d}m"
-    elif minutes:
-        body = f"{minutes}m{secs:02d}s"
-    else:
-        body = f"{secs}s"
-    return f"T{sign}{body}"
 
 
 def _service(c: Context) -> IncidentService:
@@ -100,7 +75,7 @@ def register(app: typer.Typer) -> None:
                 row.status,
                 str(row.severity),
                 row.owner or "-",
-                _when(row.opened_at),
+                when(row.opened_at),
                 row.title,
             )
         out.print(table)
@@ -196,11 +171,11 @@ def _header(row: IncidentRow) -> None:
             f" · owner {row.owner or '-'}",
         )
     )
-    times = [f"opened {_when(row.opened_at)}", f"first signal {_when(row.first_signal_at)}"]
+    times = [f"opened {when(row.opened_at)}", f"first signal {when(row.first_signal_at)}"]
     if row.contained_at is not None:
-        times.append(f"contained {_when(row.contained_at)}")
+        times.append(f"contained {when(row.contained_at)}")
     if row.resolved_at is not None:
-        times.append(f"resolved {_when(row.resolved_at)} by {row.resolved_by or '-'}")
+        times.append(f"resolved {when(row.resolved_at)} by {row.resolved_by or '-'}")
     out.print(Text(" · ".join(times) + " (UTC)"))
     if row.resolution:
         out.print(Text(f"resolution: {row.resolution}"))
@@ -214,7 +189,7 @@ def _timeline(timeline: Timeline, signal: float, events: int) -> None:
     entries = list(timeline.entries)
     title = (
         f"Timeline: {timeline.matched} events from {relative(timeline.start - signal)} "
-        f"to now ({_when(timeline.start)} to {_when(timeline.end)} UTC)"
+        f"to now ({when(timeline.start)} to {when(timeline.end)} UTC)"
     )
     table = _table("when", "time", "kind", "event", title=title)
     skipped = max(0, len(entries) - events)
@@ -232,13 +207,13 @@ def _timeline(timeline: Timeline, signal: float, events: int) -> None:
 
 
 def _entry(table: Table, entry: TimelineEntry, signal: float) -> None:
-    _row(table, relative(entry.time - signal), _when(entry.time)[11:], entry.kind, entry.summary)
+    _row(table, relative(entry.time - signal), when(entry.time)[11:], entry.kind, entry.summary)
 
 
 def _blast_radius(blast: BlastRadius) -> None:
     partial = " (partial: the audit window was not read in full)" if blast.partial else ""
     out.print()
-    out.print(Text(f"Blast radius since {_when(blast.since)} UTC{partial}", style="bold"))
+    out.print(Text(f"Blast radius since {when(blast.since)} UTC{partial}", style="bold"))
     out.print(
         Text(
             f"requests: {blast.requests_served} served, {blast.requests_denied} denied; "
@@ -252,11 +227,14 @@ def _blast_radius(blast: BlastRadius) -> None:
         out.print(table)
     shared = [f"{s.principal} ({', '.join(s.via)})" for s in blast.shared_infrastructure]
     out.print(Text("other principals on the same infrastructure: " + ("; ".join(shared) or "none")))
-    families = [f"{f.id} ({f.principal}, since {_when(f.created_at)})" for f in blast.live_families]
+    families = [
+        f"{f.id} ({f.principal}, since {when(f.created_at)}{', locked' if f.locked else ''})"
+        for f in blast.live_families
+    ]
     out.print(Text("live token families: " + ("; ".join(families) or "none")))
     grants = [
         f"{g.principal} → {g.compartment} ({g.kind}, {g.via}"
-        + (f", until {_when(g.expires_at)})" if g.expires_at is not None else ")")
+        + (f", until {when(g.expires_at)})" if g.expires_at is not None else ")")
         for g in blast.grants
     ]
     out.print(Text("grants held: " + ("; ".join(grants) or "none")))

@@ -21,6 +21,7 @@ from bastion.errors import BastionError, ConfigError
 
 from . import access, admin, audit, client_cmds, events, findings, server
 from . import cluster as cluster_cmds
+from . import console as console_cmds
 from . import drill as drill_cmds
 from . import guard as guard_cmds
 from . import incident as incident_cmds
@@ -73,6 +74,7 @@ simulate_cmds.register(app)
 guard_cmds.register(app)
 response_cmds.register(app)
 drill_cmds.register(app)
+console_cmds.register(app)
 
 
 def main() -> None:

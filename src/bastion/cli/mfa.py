@@ -11,8 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from bastion.identity.mfa import KEY_FILE, STEP_SECONDS, MfaService
+from bastion.timefmt import when
 
-from .admin import add_row, id_column, when
+from .admin import add_row, id_column
 from .context import Context, actor
 
 out = Console(highlight=False, soft_wrap=True)

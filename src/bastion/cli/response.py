@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -19,6 +18,7 @@ from bastion.respond.locks import LockService
 from bastion.respond.playbooks import PlaybookSource
 from bastion.respond.service import ResponseService
 from bastion.store.actions import ActionRow
+from bastion.timefmt import when
 
 from .context import Context, actor
 
@@ -33,7 +33,7 @@ def _service(c: Context) -> ResponseService:
 
 
 def _when(at: float | None) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S") if at else ""
+    return when(at) if at else ""
 
 
 def _print(row: ActionRow, verb: str) -> None:

@@ -18,8 +18,9 @@ from rich.table import Table
 
 from bastion.client import httpx_client
 from bastion.errors import AccessDenied, BadRequest, BastionError, Conflict, NotFound, Unavailable
+from bastion.timefmt import when
 
-from .admin import add_row, id_column, when
+from .admin import add_row, id_column
 
 out = Console(highlight=False, soft_wrap=True)
 _ERRORS: dict[int, type[BastionError]] = {

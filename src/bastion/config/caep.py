@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
 from .federation import ExternalIssuer, Url
 
@@ -32,6 +32,12 @@ class CaepTransmitter(ExternalIssuer):
     ``mfa_amr`` are unused here; ``max_token_age_seconds`` bounds a SET's ``iat``)."""
 
     session_revoked_lock_seconds: Annotated[StrictInt, Field(ge=60, le=30 * 86_400)] = 3600
+
+    @model_validator(mode="after")
+    def _no_console(self) -> CaepTransmitter:
+        if self.console is not None:
+            raise ValueError("console: sign-in belongs to a federation issuer, not the transmitter")
+        return self
 
 
 class CaepOptions(BaseModel):

@@ -54,6 +54,50 @@ def _org(value: str) -> str:
 
 Url = Annotated[StrictStr, AfterValidator(_url)]
 Claim = Annotated[StrictStr, AfterValidator(_claim)]
+# RFC 6749 §3.3 scope-token characters; ``openid`` is always asked for, so it is not listed.
+_SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,64}")
+_CLIENT_ID = re.compile(r"[\x21-\x7e]{1,200}")
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
+
+
+def _scope(value: str) -> str:
+    if not _SCOPE.fullmatch(value):
+        raise ValueError(f"is not an OAuth scope token (got {value[:60]!r})")
+    if value == "openid":
+        raise ValueError("openid is always requested; list only the extra scopes")
+    return value
+
+
+def _client_id(value: str) -> str:
+    if not _CLIENT_ID.fullmatch(value):
+        raise ValueError("must be 1 to 200 printable ASCII characters without spaces")
+    return value
+
+
+def _env_name(value: str) -> str:
+    # Never echo the value: the usual mistake here is pasting the secret itself.
+    if not _ENV_NAME.fullmatch(value):
+        raise ValueError(
+            "must be the NAME of an environment variable (capital letters, digits and '_', "
+            "e.g. CORP_CONSOLE_SECRET) that holds the client secret, never the secret itself"
+        )
+    return value
+
+
+class ConsoleSignIn(BaseModel):
+    """``console`` of an issuer: people sign in to the web console with this provider
+    (authorization code flow with PKCE, docs/console.md). Without ``client_secret_env`` Bastion
+    is a public client (PKCE alone); with it, the secret is sent by HTTP Basic auth."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    authorization_endpoint: Url
+    token_endpoint: Url
+    client_id: Annotated[StrictStr, AfterValidator(_client_id)]  # also the id token's ``aud``
+    client_secret_env: Annotated[StrictStr, AfterValidator(_env_name)] | None = None
+    scopes: Annotated[
+        tuple[Annotated[StrictStr, AfterValidator(_scope)], ...], Field(max_length=10)
+    ] = ()
 
 
 class ExternalIssuer(BaseModel):
@@ -71,6 +115,7 @@ class ExternalIssuer(BaseModel):
     mfa_amr: tuple[Claim, ...] = ("mfa", "otp", "hwk", "swk")
     algorithms: tuple[Annotated[StrictStr, AfterValidator(_algorithm)], ...] = ("RS256", "ES256")
     max_token_age_seconds: Annotated[StrictInt, Field(ge=30, le=86_400)] = 600
+    console: ConsoleSignIn | None = None  # sign-in to the web console (internal orgs only)
 
     @model_validator(mode="after")
     def _one_key_source(self) -> ExternalIssuer:

@@ -27,7 +27,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from bastion.errors import ConfigError
 
-from .models import BastionConfig, ConfigProblems, KeyPath, describe, format_path, suggest
+from .models import BastionConfig
+from .problems import ConfigProblems, KeyPath, describe, format_path, suggest
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_DEPTH = 32

@@ -13,228 +13,41 @@ Python as much as for one read from a file. They raise :class:`ConfigProblems`, 
 
 from __future__ import annotations
 
-import difflib
-import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from enum import StrEnum
 from functools import cached_property
-from typing import Annotated, Any, Literal, TypeAlias
-from urllib.parse import urlsplit
+from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     StrictBool,
     StrictInt,
-    StrictStr,
     model_validator,
 )
 
 from .detection import Detection
 from .federation import Federation
+from .problems import ConfigProblems, KeyPath, describe, suggest
 from .response import Response
+from .scalars import (
+    Audience,
+    BaseUrl,
+    Description,
+    EnvName,
+    HeaderName,
+    ModelName,
+    Name,
+    Seconds,
+    UpstreamModel,
+    Version,
+    is_model_name,
+)
 from .vendor import Cidr, Contract, WorkingHours
 
-CONFIG_VERSION = 1
 KIB = 1024
 MIB = 1024 * KIB
-
-KeyPath: TypeAlias = tuple[str | int, ...]
-"""Where a value sits in the document: ``("models", 0, "upstream")`` is ``models[0].upstream``."""
-
-_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
-_MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9._/:-]{0,62}")
-_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
-_SHOWN_CHARS = 60
-_MAX_UPSTREAM_MODEL = 256
-_MAX_URL = 2048
-
-
-# -- problem reporting ---------------------------------------------------------------------------
-
-
-def format_path(path: Sequence[str | int]) -> str:
-    """Render a key path the way a reader finds it in the file: ``models[0].upstream``."""
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif _PLAIN_KEY.fullmatch(part):
-            out += f".{part}" if out else part
-        else:
-            out += "[" + describe(part) + "]"
-    return out
-
-
-def describe(value: object) -> str:
-    """A short, safe rendering of a value for an error message.
-
-    Strings are quoted and cut at 60 characters, so a secret pasted in the wrong place is never
-    echoed whole; containers are named, never printed.
-    """
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, str):
-        shown = value if len(value) <= _SHOWN_CHARS else value[:_SHOWN_CHARS] + "…"
-        return repr(shown)
-    if isinstance(value, int | float):
-        text = repr(value)
-        return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "…"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list | tuple):
-        return "a list"
-    if isinstance(value, bytes):
-        return "binary data"
-    return f"a {type(value).__name__} value"
-
-
-def suggest(word: object, choices: Iterable[str]) -> str | None:
-    """The closest of ``choices`` to a mistyped ``word``, if one is close enough to help."""
-    if not isinstance(word, str):
-        return None
-    matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return matches[0] if matches else None
-
-
-class ConfigProblems(ValueError):
-    """Raised by model validators: problems at key paths relative to the model that found them.
-
-    Pydantic keeps the exception in the error's context, so the loader can place every problem on
-    its own line instead of reporting one combined message at the model's line.
-    """
-
-    def __init__(self, problems: Sequence[tuple[KeyPath, str]]) -> None:
-        self.problems: tuple[tuple[KeyPath, str], ...] = tuple(problems)
-        super().__init__("; ".join(f"{format_path(p)}: {m}" for p, m in self.problems))
-
-
-# -- scalar types --------------------------------------------------------------------------------
-
-
-def _name(value: str) -> str:
-    if not _NAME.fullmatch(value):
-        raise ValueError(
-            "must be 1-63 lowercase letters, digits, '.', '_' or '-', starting with a letter "
-            f"or digit (got {describe(value)})"
-        )
-    return value
-
-
-def _model_name(value: str) -> str:
-    if not _MODEL_NAME.fullmatch(value):
-        raise ValueError(
-            "must be 1-63 lowercase letters, digits, '.', '_', '-', '/' or ':', starting with a "
-            f"letter or digit (got {describe(value)})"
-        )
-    return value
-
-
-def _upstream_model(value: str) -> str:
-    if not value or len(value) > _MAX_UPSTREAM_MODEL or any(c.isspace() for c in value):
-        raise ValueError(
-            f"must be 1-{_MAX_UPSTREAM_MODEL} characters without spaces (got {describe(value)})"
-        )
-    if not value.isprintable():
-        raise ValueError("must not contain control characters")
-    return value
-
-
-def _env_name(value: str) -> str:
-    # Never echo the value: the usual mistake here is pasting the key itself.
-    if not _ENV_NAME.fullmatch(value):
-        raise ValueError(
-            "must be the NAME of an environment variable (capital letters, digits and '_', "
-            "e.g. OPENAI_API_KEY) that holds the key, never the key itself"
-        )
-    return value
-
-
-def _base_url(value: str) -> str:
-    """An http(s) URL with a host and no query, fragment or credentials; trailing '/' dropped."""
-    has_credentials = "@" in value.partition("://")[2].partition("/")[0]
-    shown = "" if has_credentials else f" (got {describe(value)})"
-    if len(value) > _MAX_URL or not value.isprintable() or any(c.isspace() for c in value):
-        raise ValueError(f"must be a URL without spaces, at most {_MAX_URL} characters{shown}")
-    try:
-        parts = urlsplit(value)
-        _ = parts.port  # parses the port, raising ValueError on a bad one
-    except ValueError:
-        raise ValueError(f"is not a valid URL{shown}") from None
-    if parts.scheme.lower() not in ("http", "https"):
-        raise ValueError(f"must start with http:// or https://{shown}")
-    if has_credentials:
-        raise ValueError(
-            "must not contain credentials (user:password@); name the key's environment "
-            "variable in api_key_env instead"
-        )
-    if not parts.hostname:
-        raise ValueError(f"must name a host{shown}")
-    if "?" in value or "#" in value:
-        raise ValueError(f"must not have a query (?...) or fragment (#...){shown}")
-    return value.rstrip("/")
-
-
-_HEADER = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
-# Credentials, routing and framing stay Bastion's business, whatever the config says.
-NEVER_FORWARDED = frozenset(
-    {
-        "authorization",
-        "proxy-authorization",
-        "x-api-key",
-        "api-key",
-        "dpop",
-        "cookie",
-        "host",
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "upgrade",
-        "te",
-        "x-forwarded-for",
-        "x-forwarded-host",
-        "x-forwarded-proto",
-        "forwarded",
-        "x-real-ip",
-        "bastion-assertion",  # Bastion's own signed assertion (gateway/assertion.py)
-    }
-)
-
-
-def _header_name(value: str) -> str:
-    name = value.lower()
-    if not _HEADER.fullmatch(name):
-        raise ValueError(f"is not a header name (got {describe(value)})")
-    if name in NEVER_FORWARDED:
-        raise ValueError(f"{name!r} carries credentials or routing and is never forwarded")
-    return name
-
-
-def _audience(value: str) -> str:
-    if not value or len(value) > _MAX_URL or not value.isprintable() or " " in value:
-        raise ValueError(
-            f"must be 1-{_MAX_URL} printable characters without spaces (got {describe(value)})"
-        )
-    return value
-
-
-def _version(value: int) -> int:
-    if value != CONFIG_VERSION:
-        raise ValueError(
-            f"unsupported version {describe(value)}: this Bastion reads version {CONFIG_VERSION}"
-        )
-    return value
-
-
-Name = Annotated[StrictStr, AfterValidator(_name)]
-ModelName = Annotated[StrictStr, AfterValidator(_model_name)]
-Seconds = Annotated[float, Field(strict=True, gt=0, le=3600)]
-Description = Annotated[StrictStr, Field(max_length=1000)]
 
 
 # -- enumerations --------------------------------------------------------------------------------
@@ -306,14 +119,14 @@ class _Frozen(BaseModel):
 class Upstream(_Frozen):
     """An inference endpoint the gateway forwards to."""
 
-    base_url: Annotated[StrictStr, AfterValidator(_base_url)]
+    base_url: BaseUrl
     api: ApiStyle
-    api_key_env: Annotated[StrictStr, AfterValidator(_env_name)] | None = None
+    api_key_env: EnvName | None = None
     timeout_seconds: Seconds = 60.0
     connect_timeout_seconds: Seconds = 5.0
-    forward_headers: tuple[Annotated[StrictStr, AfterValidator(_header_name)], ...] = ()
+    forward_headers: tuple[HeaderName, ...] = ()
     # The `aud` of Bastion's signed assertion to this upstream (docs/guard.md); default: base_url.
-    assertion_audience: Annotated[StrictStr, AfterValidator(_audience)] | None = None
+    assertion_audience: Audience | None = None
     # Send the assertion at all: it names the principal, so a third-party API that cannot
     # verify it (api.openai.com, ...) should be told `assertion: false`.
     assertion: StrictBool = True
@@ -326,7 +139,7 @@ class Model(_Frozen):
     upstream: Name
     # The default is never seen: the validator below fills in `name`; it stays "" only when
     # `name` itself is invalid, so that one mistake is reported once.
-    upstream_model: Annotated[StrictStr, AfterValidator(_upstream_model)] = ""
+    upstream_model: UpstreamModel = ""
     compartment: Name
 
     @model_validator(mode="before")
@@ -334,7 +147,7 @@ class Model(_Frozen):
     def _upstream_model_defaults_to_name(cls, data: Any) -> Any:
         if isinstance(data, Mapping) and "upstream_model" not in data:
             name = data.get("name")
-            if isinstance(name, str) and _MODEL_NAME.fullmatch(name):
+            if isinstance(name, str) and is_model_name(name):
                 return {**data, "upstream_model": name}
         return data
 
@@ -501,7 +314,7 @@ class AuditOptions(_Frozen):
 class BastionConfig(_Frozen):
     """The whole of ``bastion.yaml``."""
 
-    version: Annotated[StrictInt, AfterValidator(_version)]
+    version: Version
     upstreams: Mapping[Name, Upstream] = Field(default_factory=dict)
     models: tuple[Model, ...] = ()
     compartments: Mapping[Name, Compartment] = Field(default_factory=dict)
@@ -599,6 +412,8 @@ class BastionConfig(_Frozen):
             for index, org in enumerate(issuer.orgs):
                 if org not in self.orgs:
                     yield (*path, "orgs", index), _unknown("org", org, self.orgs)
+            if issuer.console is not None:
+                yield from _console_issuer_problems(name, issuer.orgs, self.orgs, path)
 
     def _content_problems(self) -> Iterator[tuple[KeyPath, str]]:
         for index, name in enumerate(self.detection.content.compartments):
@@ -675,3 +490,19 @@ def _unknown(kind: str, name: str, declared: Mapping[str, object]) -> str:
     message = f"unknown {kind} {describe(name)} (declared: {listed})"
     close = suggest(name, names)
     return f"{message}; did you mean {close!r}?" if close else message
+
+
+def _console_issuer_problems(
+    name: str, orgs: tuple[str, ...], declared: Mapping[str, Org], path: KeyPath
+) -> Iterator[tuple[KeyPath, str]]:
+    """An issuer with a ``console`` section signs people in to the web console: it must vouch
+    for an internal org (vendor principals never get a console), and ``callback`` is the
+    console's redirect path, so no such issuer may be named that."""
+    if name == "callback":
+        yield path, "an issuer with a console section cannot be named 'callback'"
+    known = [declared[org] for org in orgs if org in declared]
+    if known and not any(org.kind is OrgKind.INTERNAL for org in known):
+        yield (
+            (*path, "console"),
+            "console sign-in is for internal users only: this issuer vouches for no internal org",
+        )

@@ -15,7 +15,6 @@ state evictions are counted in :meth:`stats`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -28,7 +27,9 @@ import orjson
 from bastion.audit.events import FindingRaised
 from bastion.audit.log import AuditLog
 from bastion.audit.recorder import AuditRecorder
+from bastion.background import wait_set
 from bastion.config.models import BastionConfig
+from bastion.logs import Outage
 from bastion.policy.holder import SnapshotHolder
 from bastion.respond.notify import Notifier, finding_payload
 from bastion.store import Store
@@ -64,6 +65,7 @@ class DetectionService:
         notifier: Notifier | None = None,
         responder: Callable[[Sequence[Finding]], Sequence[Any]] | None = None,
         on_response: Callable[[], object] | None = None,
+        on_risk: Callable[[RiskBoard], object] | None = None,
     ) -> None:
         self._notifier = notifier
         # Playbooks (respond/service.py): answered in this step, right after the findings are
@@ -71,6 +73,8 @@ class DetectionService:
         # reloads the snapshot so the locks hold on the next request.
         self._responder = responder
         self._on_response = on_response
+        # Cluster mode (the worker): hand the changed risk scores to the gateways after each step.
+        self._on_risk = on_risk
         self._store = store
         self._audit = audit
         self._recorder = recorder
@@ -92,6 +96,7 @@ class DetectionService:
         self._busy = threading.Lock()
         self.unparsable = 0
         self.failures = 0
+        self._outage = Outage(log, "detection step")
         self.rebuild_error = ""
 
     # -- running ---------------------------------------------------------------------------------
@@ -104,11 +109,12 @@ class DetectionService:
         while True:
             try:
                 await self.step()
-            except Exception:  # the store is down, say: keep the loop, retry at the next poll
+            except Exception as exc:  # the store is down, say: keep the loop, retry later
                 self.failures += 1
-                log.exception("detection step failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._nudged.wait(), self._poll)
+                self._outage.failed(exc, "retrying at every poll")
+            else:
+                self._outage.recovered()
+            await wait_set(self._nudged, self._poll)
             self._nudged.clear()
 
     async def step(self) -> int:
@@ -164,6 +170,8 @@ class DetectionService:
                 if finding.status == "open":
                     self._notifier.notify("finding", finding_payload(finding))
         self._respond([f for f in changed.values() if f.status == "open"])
+        if self._on_risk is not None:
+            self._on_risk(self.risk)
         if self._clock() - self._saved_at >= self._save_every:
             self._save()
         return len(rows)

@@ -22,6 +22,7 @@ from bastion.identity.keys import SigningKey
 
 # What a refusal BY CONTAINMENT looks like (a lock, a throttle, a spent quota, a refused login)
 # as opposed to a refusal by policy (no grant, wrong network): the scorecard tells them apart.
+RESPONSE_CUT = "response_cut"
 CONTAINMENT = frozenset(
     {
         "locked_principal",
@@ -37,6 +38,9 @@ CONTAINMENT = frozenset(
         "login_refused",
         "audit_integrity",
         "audit_unavailable",
+        # An audit-required answer whose record could not be made durable is cut before its
+        # last bytes (the connection closes): the same refusal, seen from the client.
+        RESPONSE_CUT,
     }
 )
 
@@ -130,7 +134,12 @@ class Device:
                 method="POST", url=url, access_token=self.token, now=time.time()
             )
         now = time.time()
-        response = self.http.post(url, content=orjson.dumps(body), headers=self._headers(headers))
+        try:
+            response = self.http.post(
+                url, content=orjson.dumps(body), headers=self._headers(headers)
+            )
+        except (httpx.RemoteProtocolError, httpx.ReadError):  # the body was never completed
+            return Attempt(now, f"chat {model}", 0, RESPONSE_CUT)
         return attempt_of(now, f"chat {model}", response)
 
     def admin(

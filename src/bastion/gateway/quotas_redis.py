@@ -26,6 +26,7 @@ import math
 from collections.abc import Sequence
 
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from bastion.config.models import Limits, Quotas
@@ -77,7 +78,7 @@ return {0, '0'}
 """
 
 
-class _Bucket:
+class RedisBucket:
     """One bucket of a script call, and what to say if it refuses."""
 
     __slots__ = ("amount", "capacity", "key", "mode", "rate", "refusal")
@@ -87,6 +88,20 @@ class _Bucket:
     ) -> None:
         self.key, self.capacity, self.rate = key, capacity, rate
         self.mode, self.amount, self.refusal = mode, amount, refusal
+
+
+async def run_buckets(
+    script: AsyncScript, buckets: Sequence[RedisBucket], now: float, budget: float = BUDGET
+) -> tuple[int, float]:
+    """One call of ``BUCKETS_LUA`` (registered as ``script``): ``(0, 0)`` when every bucket
+    agreed, else ``(i, wait)`` for the 1-based bucket that refused. Raises ``RedisError``,
+    ``OSError`` or ``TimeoutError`` (past ``budget`` seconds) when Redis does not answer."""
+    args: list[str | float] = [repr(float(now))]
+    for bucket in buckets:
+        args += [repr(bucket.capacity), repr(bucket.rate), bucket.mode, repr(float(bucket.amount))]
+    async with asyncio.timeout(budget):
+        index, wait = await script(keys=[b.key for b in buckets], args=args)
+    return int(index), float(wait)
 
 
 class RedisQuotaBuckets:
@@ -102,9 +117,9 @@ class RedisQuotaBuckets:
 
     def _quota_buckets(
         self, quotas: Quotas, compartment: str, principal: str, org: str, mode: str, used: int
-    ) -> list[_Bucket]:
+    ) -> list[RedisBucket]:
         """The buckets ``quotas`` define, in the order the in-memory buckets check them."""
-        found: list[_Bucket] = []
+        found: list[RedisBucket] = []
         scopes: list[tuple[str, str, Limits]] = [
             ("principal", principal, quotas.principal),
             ("org", org, quotas.org),
@@ -115,28 +130,18 @@ class RedisQuotaBuckets:
                 key = f"{self._prefix}:quota:tokens:{scope}:{name}:{compartment}"
                 cap = float(limits.tokens_per_hour)
                 found.append(
-                    _Bucket(key, cap, cap / 3600.0, mode, used, f"LLM tokens per hour {where}")
+                    RedisBucket(key, cap, cap / 3600.0, mode, used, f"LLM tokens per hour {where}")
                 )
             if limits.requests_per_minute is not None and mode == "check":
                 key = f"{self._prefix}:quota:requests:{scope}:{name}:{compartment}"
                 cap = float(limits.requests_per_minute)
                 found.append(
-                    _Bucket(key, cap, cap / 60.0, "take", 1, f"requests per minute {where}")
+                    RedisBucket(key, cap, cap / 60.0, "take", 1, f"requests per minute {where}")
                 )
         return found
 
-    async def _run(self, buckets: Sequence[_Bucket], now: float) -> tuple[int, float]:
-        args: list[str | float] = [repr(float(now))]
-        for bucket in buckets:
-            args += [
-                repr(bucket.capacity),
-                repr(bucket.rate),
-                bucket.mode,
-                repr(float(bucket.amount)),
-            ]
-        async with asyncio.timeout(self._budget):
-            index, wait = await self._script(keys=[b.key for b in buckets], args=args)
-        return int(index), float(wait)
+    async def _run(self, buckets: Sequence[RedisBucket], now: float) -> tuple[int, float]:
+        return await run_buckets(self._script, buckets, now, self._budget)
 
     async def take(
         self,
@@ -182,7 +187,7 @@ class RedisQuotaBuckets:
     async def throttle(self, principal: str, lock: str, rate: float, now: float) -> None:
         """One request from throttle lock ``lock``'s bucket (capacity 1: no bursts)."""
         key = f"{self._prefix}:throttle:{principal}:{lock}"
-        bucket = _Bucket(key, 1.0, max(rate, MIN_RATE) / 60.0, "take", 1, "")
+        bucket = RedisBucket(key, 1.0, max(rate, MIN_RATE) / 60.0, "take", 1, "")
         index, wait = await self._run([bucket], now)
         if index:
             raise Throttled(

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from bastion.config.urls import endpoint_url
 from bastion.errors import Unavailable
 from bastion.identity.keys import PRIVATE_MEMBERS, load_public_key
+from bastion.tls import client_context
 
 log = logging.getLogger("bastion.guard")
 MAX_JWKS_BYTES = 256 * 1024
@@ -103,7 +104,11 @@ class GuardKeys:
         assert self._url is not None
         try:
             async with httpx.AsyncClient(
-                transport=self._transport, timeout=5.0, trust_env=False, follow_redirects=False
+                transport=self._transport,
+                timeout=5.0,
+                trust_env=False,
+                follow_redirects=False,
+                verify=client_context(),
             ) as client:
                 response = await client.get(self._url, headers={"accept": "application/json"})
         except httpx.HTTPError as exc:

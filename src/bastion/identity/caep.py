@@ -26,7 +26,6 @@ the closest, and ``friendly_name`` says which key it was.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import threading
@@ -38,8 +37,10 @@ from typing import Any, Literal
 
 import httpx
 
+from bastion.background import wait_set
 from bastion.config.caep import CaepOptions, CaepReceiver
 from bastion.store.locks import LockRow
+from bastion.tls import client_context
 
 from . import jws
 from .keys import IssuerKey, jwk_alg, load_public_key
@@ -266,11 +267,12 @@ class CaepEmitter:
     async def run(self) -> None:
         """Deliver pending SETs until cancelled; woken by each emit, else polls every second."""
         self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
-        async with httpx.AsyncClient(transport=self._transport, timeout=self._timeout) as client:
+        async with httpx.AsyncClient(
+            transport=self._transport, timeout=self._timeout, verify=client_context()
+        ) as client:
             while True:
                 await self.deliver_due(client)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._sleep())
+                await wait_set(self._wake, self._sleep())
                 self._wake.clear()
 
     def _sleep(self) -> float:

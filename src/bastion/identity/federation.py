@@ -26,6 +26,7 @@ from joserfc.jwk import KeySet
 
 from bastion.config.federation import ExternalIssuer
 from bastion.errors import InvalidGrant, Unavailable
+from bastion.tls import client_context
 
 from . import jws
 
@@ -97,7 +98,9 @@ class JWKSCache:
             return data[: MAX_JWKS_BYTES + 1]
         assert issuer.jwks_uri is not None
         try:
-            async with httpx.AsyncClient(transport=self._transport, timeout=5.0) as client:
+            async with httpx.AsyncClient(
+                transport=self._transport, timeout=5.0, verify=client_context()
+            ) as client:
                 response = await client.get(issuer.jwks_uri, headers={"accept": "application/json"})
         except httpx.HTTPError:
             log.warning("could not fetch the JWKS of %s", issuer.issuer)

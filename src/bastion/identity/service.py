@@ -9,12 +9,10 @@ so its live access tokens stop on the next request).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from enum import Enum
 
 import anyio
@@ -46,6 +44,13 @@ from .access_tokens import AccessTokenCodec
 from .assertions import verify_client_assertion
 from .dpop import DPoPProof, DPoPVerifier
 from .federation import FederationVerifier
+from .grants import (
+    HoneytokenPresented,
+    PrincipalRefused,
+    RefreshRefused,
+    TokenGrant,
+    refresh_digest,
+)
 from .mfa import MfaService, auth_context
 from .replay import ReplayCache
 
@@ -54,60 +59,6 @@ ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 GRANT_TYPES = ("client_credentials", "refresh_token", exchange.GRANT_TYPE)
 MAX_FORM_VALUE = 8192
 SERVICE_ACTOR = "bastion:token-service"
-
-
-def refresh_digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class TokenGrant:
-    access_token: str
-    expires_in: int
-    refresh_token: str | None  # None for exchanged tokens: exchange a fresh id token instead
-    family: str
-
-    def response(self) -> dict[str, object]:
-        body: dict[str, object] = {
-            "access_token": self.access_token,
-            "token_type": "DPoP",
-            "expires_in": self.expires_in,
-        }
-        if self.refresh_token is None:
-            body["issued_token_type"] = exchange.ACCESS_TOKEN_TYPE
-        else:
-            body["refresh_token"] = self.refresh_token
-        return body
-
-
-class RefreshRefused(InvalidGrant):
-    """A refused refresh, carrying the family it named (for the audit event)."""
-
-    def __init__(self, family: token_rows.FamilyRow | None, message: str) -> None:
-        super().__init__(message)
-        self.principal = family.principal if family else None
-        self.family = family.id if family else None
-
-
-class HoneytokenPresented(InvalidGrant):
-    """A honeytoken principal or device key (``detection.honeytokens``) at the token endpoint.
-    The caller gets the answer a disabled principal gets; the audit event says ``honeytoken``."""
-
-    audit_reason = "honeytoken"
-
-    def __init__(self, principal: str, jkt: str) -> None:
-        super().__init__(f"principal {principal!r} is disabled or does not exist")
-        self.principal = principal
-        self.jkt = jkt
-
-
-class PrincipalRefused(InvalidGrant):
-    """A grant refused because of who the principal is (disabled, dormant, locked, key gone):
-    the ``token.refused`` event names the principal, so detection (D9) sees the attempt."""
-
-    def __init__(self, principal: str, message: str) -> None:
-        super().__init__(message)
-        self.principal = principal
 
 
 class _Refresh(Enum):

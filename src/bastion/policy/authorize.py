@@ -270,6 +270,8 @@ ADMIN_ACTIONS = frozenset({"audit_read", "access_request", "access_decide", "acc
     "lock_admin",
     "review_read",
     "review_decide",
+    "console_access",  # signing in to the console (internal users only)
+    "overview_read",  # the console's overview page
 }
 
 

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from bastion.config import BastionConfig
 from bastion.store import access as access_rows
+from bastion.store import locks as lock_rows
 from bastion.store import principals as principal_rows
 from bastion.store import tokens as token_rows
 
@@ -48,6 +49,7 @@ class LiveFamily:
     principal: str
     jkt: str
     created_at: float
+    locked: bool = False  # a lock on the family holds: its tokens are refused until released
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +166,10 @@ def live_families(
     rows = token_rows.unexpired_families(
         conn, sorted(principals), now, access_ttl, limit=MAX_LISTED
     )
-    return [LiveFamily(row.id, row.principal, row.jkt, row.created_at) for row in rows]
+    locked = {lock.target for lock in lock_rows.active(conn, now) if lock.target_type == "family"}
+    return [
+        LiveFamily(row.id, row.principal, row.jkt, row.created_at, row.id in locked) for row in rows
+    ]
 
 
 def grants_held(

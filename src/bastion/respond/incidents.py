@@ -154,14 +154,16 @@ class IncidentService:
         self._audit.append(conn, [_event("incident.opened", row.id, finding, now)])
         return row
 
-    def contained(self, conn: sa.Connection, incident_id: str, now: float) -> None:
+    def contained(
+        self, conn: sa.Connection, incident_id: str, now: float, *, by: str = ACTOR
+    ) -> None:
         """An open incident is contained (an action stopped it); any other stays as it is."""
         row = self._require(conn, incident_id)
         if row.status != "open":
             return
         incident_rows.update(conn, row.id, status="contained", contained_at=now, updated_at=now)
         event = AdminAction(
-            actor=ACTOR,
+            actor=by,
             time=now,
             action="incident.contained",
             target_type="incident",
@@ -170,6 +172,12 @@ class IncidentService:
         self._audit.append(conn, [event])
 
     # -- people's changes -----------------------------------------------------------------------
+
+    def contain(self, incident_id: str, *, by: str) -> None:
+        """A person's lock or revocation stopped it (the console's buttons): open → contained,
+        audited with their name; an incident already contained or resolved stays as it is."""
+        with self._store.begin() as conn:
+            self.contained(conn, incident_id, self._clock(), by=by)
 
     def resolve(self, incident_id: str, *, by: str, reason: str) -> IncidentRow:
         reason = reason.strip()

@@ -37,6 +37,8 @@ LOCK_TYPES = (
 )
 MAX_RATE = 10_000.0
 _TARGET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
+# A device key is named by its thumbprint (RFC 7638, base64url): it may start with '-' or '_'.
+_KEY = re.compile(r"[A-Za-z0-9_-]{1,128}")
 MAX_TTL = 365 * 24 * 3600
 
 
@@ -47,7 +49,7 @@ def validate_target(target_type: str, target: str) -> str:
         return "*"
     if target_type == "network":
         return _network(target)
-    if not _TARGET.fullmatch(target):  # fullmatch: "$" would let a trailing newline through
+    if not (_KEY if target_type == "key" else _TARGET).fullmatch(target):  # "$" would pass "\n"
         raise BadRequest(f"invalid {target_type} name for a lock target")
     return target
 

@@ -35,12 +35,13 @@ import anyio
 import httpx
 import orjson
 
-from bastion.background import finish_on_cancel
+from bastion.background import finish_on_cancel, wait_set
 from bastion.config.response import Webhook
 from bastion.detect.findings import Finding, Severity
 from bastion.errors import ConfigError
 from bastion.store import Store
 from bastion.store import deliveries as delivery_rows
+from bastion.tls import client_context
 
 log = logging.getLogger("bastion.respond.notify")
 SIGNATURE_HEADER = "X-Bastion-Signature"
@@ -261,15 +262,17 @@ class Notifier:
         self._wake = wake = asyncio.Event()
         if self._client is None:
             self._client = httpx.AsyncClient(
-                transport=self._transport, timeout=self._timeout, follow_redirects=False
+                transport=self._transport,
+                timeout=self._timeout,
+                follow_redirects=False,
+                verify=client_context(),
             )
         client = self._client
         while True:
             wake.clear()  # before looking, so a notify() in between is never missed
             job = self._next()
             if job is None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), 1.0)
+                await wait_set(wake, 1.0)
                 continue
             await self._slots.acquire()
             task = asyncio.create_task(self._deliver(client, job))

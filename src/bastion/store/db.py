@@ -16,6 +16,21 @@ from bastion.errors import ConfigError, Unavailable
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
+# libpq settings for every PostgreSQL connection, unless the URL sets them: a server that does
+# not answer fails a connection attempt after ``connect_timeout`` seconds (not the kernel's two
+# minutes), and a peer that vanished mid-query (a network partition) is noticed by TCP
+# keepalives and ``tcp_user_timeout`` (milliseconds of unacknowledged data) instead of a worker
+# thread waiting on it for ever.
+PG_CONNECT_ARGS: dict[str, int] = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -43,8 +58,12 @@ def create_engine(url: str) -> sa.Engine:
             raise ConfigError(
                 "BASTION_DATABASE_URL", ["use the psycopg driver: postgresql+psycopg://"]
             )
+        given = set(parsed.query)  # what the URL sets itself wins over these defaults
         return sa.create_engine(
-            parsed.set(drivername="postgresql+psycopg"), pool_pre_ping=True, pool_size=5
+            parsed.set(drivername="postgresql+psycopg"),
+            pool_pre_ping=True,
+            pool_size=5,
+            connect_args={k: v for k, v in PG_CONNECT_ARGS.items() if k not in given},
         )
     raise ConfigError("BASTION_DATABASE_URL", [f"unsupported database {backend!r}"])
 

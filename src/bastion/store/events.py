@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import orjson
 import sqlalchemy as sa
 
 from bastion.store.tables import audit_checkpoints, audit_events, audit_nodes, state
@@ -135,3 +136,59 @@ def latest_checkpoint(conn: sa.Connection) -> CheckpointRow | None:
 def checkpoints(conn: sa.Connection) -> list[CheckpointRow]:
     rows = conn.execute(sa.select(audit_checkpoints).order_by(audit_checkpoints.c.size))
     return [CheckpointRow(**row._mapping) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class EventQuery:
+    """A search of the log, newest first (the console's Audit page).
+
+    ``principal`` matches an event's ``principal`` field, its ``actor`` ``principal:<name>``, or
+    the ``target`` of an admin action on that principal; ``model`` the ``model`` field; ``name``
+    the event name exactly, or every name starting with it when it ends with ``*``. ``since`` <=
+    time < ``until``. ``before`` is a leaf index (exclusive): the next page starts below the
+    last index shown. The fields are matched in the canonical body (sorted keys, compact JSON),
+    where ``"key":"value"`` can only be that field: a quote inside a string is always escaped.
+    """
+
+    principal: str | None = None
+    model: str | None = None
+    name: str | None = None
+    since: float | None = None
+    until: float | None = None
+    before: int | None = None
+    limit: int = 50
+
+
+def _field(key: str, value: str) -> str:
+    return f'"{key}":' + orjson.dumps(value).decode()
+
+
+def search(conn: sa.Connection, query: EventQuery) -> list[EventRow]:
+    """At most ``query.limit`` events matching ``query``, newest (highest index) first."""
+    body = audit_events.c.body
+    select = sa.select(audit_events).order_by(audit_events.c.idx.desc()).limit(query.limit)
+    if query.principal is not None:
+        select = select.where(
+            sa.or_(
+                body.contains(_field("principal", query.principal), autoescape=True),
+                body.contains(_field("actor", "principal:" + query.principal), autoescape=True),
+                sa.and_(
+                    body.contains(_field("target", query.principal), autoescape=True),
+                    body.contains(_field("target_type", "principal"), autoescape=True),
+                ),
+            )
+        )
+    if query.model is not None:
+        select = select.where(body.contains(_field("model", query.model), autoescape=True))
+    if query.name is not None:
+        if query.name.endswith("*"):
+            select = select.where(audit_events.c.name.startswith(query.name[:-1], autoescape=True))
+        else:
+            select = select.where(audit_events.c.name == query.name)
+    if query.since is not None:
+        select = select.where(audit_events.c.time >= query.since)
+    if query.until is not None:
+        select = select.where(audit_events.c.time < query.until)
+    if query.before is not None:
+        select = select.where(audit_events.c.idx < query.before)
+    return [EventRow(**row._mapping) for row in conn.execute(select)]

@@ -33,7 +33,7 @@ def epoch_channel(prefix: str) -> str:
     return f"{prefix}:{EPOCH_CHANNEL}"
 
 
-def _checked_url(url: str) -> str:
+def checked_url(url: str) -> str:
     """Fail at startup, not in a background task, on a URL redis-py cannot use (a bad port);
     the error never shows the URL, which may hold a password."""
     try:
@@ -53,7 +53,7 @@ class EpochPublisher:
     def __init__(
         self, url: str, prefix: str, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self._client = sync_client(_checked_url(url))
+        self._client = sync_client(checked_url(url))
         self.channel = epoch_channel(prefix)
         self._clock = clock
         self._paused_until = 0.0
@@ -87,57 +87,88 @@ class EpochPublisher:
         self._client.close()
 
 
-class EpochSubscriber:
-    """Listens on the epoch channel and calls ``on_message`` for each message (and after each
-    reconnect, since messages sent while disconnected are gone). Reconnects by itself with
-    bounded backoff; an outage is logged once."""
+class Subscriber:
+    """Listens on one channel and calls ``on_message(data)`` for each message, and
+    ``on_connect()`` after each (re)connect, since messages sent while disconnected are gone.
+    Reconnects by itself with bounded backoff; an outage is logged once."""
 
-    def __init__(self, url: str, prefix: str) -> None:
-        self._url = _checked_url(url)
-        self.channel = epoch_channel(prefix)
+    def __init__(self, url: str, channel: str, what: str = "Redis fan-out") -> None:
+        self._url = checked_url(url)
+        self.channel = channel
+        self._what = what
         self.connected = False
         self.outages = 0
 
-    async def run(self, on_message: Callable[[], None]) -> None:
+    async def run(
+        self, on_connect: Callable[[], object], on_message: Callable[[bytes], object]
+    ) -> None:
         delay = RECONNECT_MIN
         while True:
             client = async_client(self._url)
             try:
-                await self._listen(client, on_message)
+                await self._listen(client, on_connect, on_message)
             except _FAULTS as exc:
                 if self.connected:  # a fresh outage: retry quickly first
                     delay = RECONNECT_MIN
                 if self.connected or self.outages == 0:
                     self.outages += 1
-                    log.warning(
-                        "Redis fan-out unavailable (%s); polling the state epoch until it is back",
-                        type(exc).__name__,
-                    )
+                    log.warning("%s unavailable (%s)", self._what, type(exc).__name__)
                 self.connected = False
             finally:
                 await _close(client)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX)
 
-    async def _listen(self, client: aioredis.Redis, on_message: Callable[[], None]) -> None:
+    async def _listen(
+        self,
+        client: aioredis.Redis,
+        on_connect: Callable[[], object],
+        on_message: Callable[[bytes], object],
+    ) -> None:
         pubsub = client.pubsub()
         try:
-            await asyncio.wait_for(pubsub.subscribe(self.channel), TIMEOUT * 2)
+            async with asyncio.timeout(TIMEOUT * 2):
+                await pubsub.subscribe(self.channel)
             if self.outages and not self.connected:
-                log.info("Redis fan-out connected again")
+                log.info("%s connected again", self._what)
             self.connected = True
-            on_message()  # anything published while we were away is lost: look now
+            result = on_connect()
+            if asyncio.iscoroutine(result):
+                await result
             while True:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if message is not None and message.get("type") == "message":
-                    on_message()
+                    data = message.get("data")
+                    on_message(data if isinstance(data, bytes) else b"")
         finally:
             await _close(pubsub)
+
+
+class EpochSubscriber:
+    """The epoch channel: any message, or a reconnect, means "read the epoch now"."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self._subscriber = Subscriber(
+            url, epoch_channel(prefix), "Redis fan-out (polling the epoch meanwhile)"
+        )
+        self.channel = self._subscriber.channel
+
+    @property
+    def connected(self) -> bool:
+        return self._subscriber.connected
+
+    @property
+    def outages(self) -> int:
+        return self._subscriber.outages
+
+    async def run(self, on_message: Callable[[], None]) -> None:
+        await self._subscriber.run(on_message, lambda _data: on_message())
 
 
 async def _close(closable: aioredis.Redis | aioredis.client.PubSub) -> None:
     """Close quietly: a connection to a Redis that went away may fail to close."""
     try:
-        await asyncio.wait_for(closable.aclose(), TIMEOUT)
+        async with asyncio.timeout(TIMEOUT):
+            await closable.aclose()
     except (*_FAULTS, RuntimeError):
         pass

@@ -36,13 +36,14 @@ class ProcessRow:
     started_at: float
     heartbeat_at: float
     epoch: int
+    lock_view_at: float | None = None  # wall-clock time the lock view was last proved current
 
 
 def heartbeat(conn: sa.Connection, row: ProcessRow) -> None:
     updated = conn.execute(
         processes.update()
         .where(processes.c.id == row.id)
-        .values(heartbeat_at=row.heartbeat_at, epoch=row.epoch)
+        .values(heartbeat_at=row.heartbeat_at, epoch=row.epoch, lock_view_at=row.lock_view_at)
     )
     if updated.rowcount == 0:
         conn.execute(processes.insert().values(**asdict(row)))

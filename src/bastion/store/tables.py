@@ -133,6 +133,7 @@ processes = sa.Table(
     sa.Column("started_at", sa.Float, nullable=False),
     sa.Column("heartbeat_at", sa.Float, nullable=False),
     sa.Column("epoch", sa.BigInteger, nullable=False),
+    sa.Column("lock_view_at", sa.Float, nullable=True),
 )
 
 # Just-in-time access: requests, their approvals, and the time-bound grants they produce.
@@ -311,4 +312,32 @@ response_actions = sa.Table(
     sa.Column("executed_at", sa.Float, nullable=True),
     sa.Column("undone_at", sa.Float, nullable=True),
     sa.Column("undone_by", sa.String(128), nullable=True),
+)
+
+# The console (issue 8): server-side sessions and one-time login codes. Only SHA-256 digests of
+# the session id and of the code are kept; the browser holds the session id, the CLI the code.
+console_sessions = sa.Table(
+    "console_sessions",
+    metadata,
+    sa.Column("id_hash", sa.String(64), primary_key=True),
+    sa.Column("principal", sa.String(64), nullable=False, index=True),
+    sa.Column("method", sa.String(16), nullable=False),  # link | oidc
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("last_seen_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),  # the absolute limit
+    # Signed in with the link, TOTP still owed: such a session opens the TOTP page only.
+    sa.Column("mfa_pending", sa.Boolean, nullable=False),
+    sa.Column("mfa_at", sa.Float, nullable=True),
+    sa.Column("ended_at", sa.Float, nullable=True),
+    sa.Column("ended_reason", sa.String(32), nullable=True),
+)
+
+console_login_codes = sa.Table(
+    "console_login_codes",
+    metadata,
+    sa.Column("code_hash", sa.String(64), primary_key=True),
+    sa.Column("principal", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("used_at", sa.Float, nullable=True),
 )

@@ -117,8 +117,28 @@ def test_an_untouched_log_stays_ok_while_it_grows(logged: tuple[Store, AuditLog]
         "first_bad_index": None,
         "problem": None,
         "checked_at": 1000.0,
+        "verified_by": "this process",
     }
     assert tamper_events(store) == []
+
+
+def test_a_following_watch_verifies_nothing_and_adopts_the_verifiers_mark(
+    logged: tuple[Store, AuditLog],
+) -> None:
+    """A cluster gateway's watch (verify=False) leaves the work to the worker's and refuses as
+    soon as the worker's verification marks the log tampered."""
+    store, audit = logged
+    follower, verifier = watch(store, audit, verify=False), watch(store, audit)
+    assert follower.check()["verified_size"] == 0
+    assert follower.check()["verified_by"] == "the worker"
+    edit_body(store, 3)
+    assert follower.check()["state"] == "ok"  # it does not look at the entries itself
+    assert verifier.check()["state"] == "tampered"
+    status = follower.check()
+    assert status["state"] == "tampered"
+    assert status["first_bad_index"] == 3
+    assert follower.tampered
+    assert len(tamper_events(store)) == 1  # recorded once, by the process that found it
 
 
 def test_an_edited_body_trips_the_watch_and_is_recorded_once(

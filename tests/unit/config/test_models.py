@@ -9,7 +9,6 @@ from bastion.config.models import (
     ApiStyle,
     BastionConfig,
     Compartment,
-    ConfigProblems,
     Grants,
     Level,
     Model,
@@ -19,9 +18,8 @@ from bastion.config.models import (
     PrincipalKind,
     TokenBinding,
     Upstream,
-    describe,
-    format_path,
 )
+from bastion.config.problems import ConfigProblems, describe, format_path
 
 
 def config(**overrides: object) -> BastionConfig:

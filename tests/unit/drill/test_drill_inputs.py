@@ -3,15 +3,18 @@ nothing; a step passes only when blocked, or contained in time with few requests
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from bastion.config import example_config_text, parse_config
-from bastion.drill.device import Attempt
+from bastion.drill.device import Attempt, Device
 from bastion.drill.lab import Lab, Networks
 from bastion.drill.scorecard import StepResult, passed
 from bastion.errors import BadRequest
+from bastion.identity.keys import generate_private_jwk
 
 CONFIG = parse_config(example_config_text())
 
@@ -100,3 +103,30 @@ def test_a_login_is_not_access_but_what_it_is_used_for_is() -> None:
     result = step(Attempt(0.0, "login", SERVED), Attempt(0.1, "chat", REFUSED, "x"))
     assert result.blocked
     assert result.leaked == 0
+
+
+class _CutBody(httpx.SyncByteStream):
+    """What a client reads when the server closes after the headers and part of the body."""
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield b'{"id": "chatcmpl-1", '
+        raise httpx.RemoteProtocolError("peer closed connection without sending complete body")
+
+
+def test_a_chat_answer_cut_short_counts_as_refused_not_as_a_crash() -> None:
+    # An audit-required answer whose record cannot be made durable (the log just turned out to
+    # be tampered with, T9) is cut before its last bytes; the drill saw it as an internal error.
+    def cut(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-length": "200"}, stream=_CutBody())
+
+    device = Device(
+        http=httpx.Client(transport=httpx.MockTransport(cut)),
+        server="http://bastion.test",
+        principal="c1",
+        private_jwk=generate_private_jwk("EdDSA"),
+        token="t",
+    )
+    attempt = device.chat("cyber-frontier")
+    assert (attempt.status, attempt.code) == (0, "response_cut")
+    assert not attempt.served
+    assert attempt.contained

@@ -173,6 +173,10 @@ def test_shipped_policies_map_their_ids_to_reasons() -> None:
         "forbid-dormant-principal": Reason.DORMANT_PRINCIPAL,
         "permit-review": Reason.GRANTED,
         "forbid-vendor-review": Reason.VENDOR_CONTROL_PLANE,
+        "permit-console-access": Reason.GRANTED,
+        "permit-overview-read": Reason.GRANTED,
+        "forbid-vendor-console": Reason.VENDOR_CONTROL_PLANE,
+        "forbid-console-non-user": Reason.FORBIDDEN_BY_POLICY,
     }
 
 
@@ -319,3 +323,20 @@ def test_listeners_are_called_on_every_swap_in_order_but_not_on_failure() -> Non
     holder.failed("nope")
     holder.swap(snapshot(epoch=2))
     assert seen == [("first", 1), ("second", 1), ("first", 2), ("second", 2)]
+
+
+def test_snapshots_share_the_compiled_policies_and_get_their_own_entities() -> None:
+    first, second = snapshot(epoch=1), snapshot(epoch=2)
+    assert first.cedar.policies is second.cedar.policies  # compiled once, per policy text
+    assert first.cedar.schema is second.cedar.schema
+    assert first.cedar.entities is not second.cedar.entities
+
+
+def test_a_policy_error_is_raised_every_time_not_remembered() -> None:
+    schema, policies = load_policy_text()
+    broken = policies + '\n@id("x") permit(principal, action, resource) when { nonsense };\n'
+    for _ in range(2):
+        with pytest.raises(ConfigError) as caught:
+            build_cedar(schema, broken, [])
+        assert "Cedar parse error" in caught.value.problems[0]
+    assert build_cedar(schema, policies, []).reasons  # the good text still compiles

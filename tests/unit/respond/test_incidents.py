@@ -19,6 +19,7 @@ from bastion.detect.findings import Finding, Severity
 from bastion.errors import BadRequest, Conflict, NotFound
 from bastion.respond.entities import Implicated
 from bastion.respond.incidents import IncidentService, title_of
+from bastion.respond.locks import LockService
 from bastion.respond.timeline import Scope, TimelineBuilder, read_window, summary
 from bastion.store import Store
 from bastion.store import findings as finding_rows
@@ -277,6 +278,19 @@ def test_contained_then_resolved_each_once_and_audited(
     assert service.list(status="open") == []
 
 
+def test_a_persons_lock_contains_an_open_incident_in_their_name(
+    store: Store, service: IncidentService
+) -> None:
+    row, _ = attach(store, service, finding(), who(["vic"]))
+    service.contain(row.id, by="principal:root")
+    service.contain(row.id, by="principal:audrey")  # already contained: no change, no event
+    assert service.get(row.id).status == "contained"
+    contained = [e for e in admin_events(store) if e["name"] == "incident.contained"]
+    assert [e["actor"] for e in contained] == ["principal:root"]
+    with pytest.raises(NotFound):
+        service.contain("in_0000000000000000", by="principal:root")
+
+
 @pytest.mark.parametrize("reason", ["", "   ", "r" * 1001])
 def test_a_resolution_needs_a_reason_of_1_to_1000_characters(
     store: Store, service: IncidentService, reason: str
@@ -427,6 +441,19 @@ def test_live_families_follow_refresh_rotation(
     row, _ = attach(store, service, finding(), who(["vic"]))
     families = service.detail(row.id).blast_radius.live_families
     assert [f.id for f in families] == ["fam_xchg", "fam_old"]
+    assert not any(f.locked for f in families)
+
+
+def test_a_locked_family_is_listed_as_locked(
+    store: Store, audit: AuditLog, service: IncidentService
+) -> None:
+    with store.begin() as conn:
+        token_rows.add_family(conn, "fam_a", "vic", "jkt-vic", NOW - 60)
+        token_rows.add_family(conn, "fam_b", "vic", "jkt-vic", NOW - 30)
+    LockService(store, audit, lambda: NOW).lock("family", "fam_a", reason="D2", author="test")
+    row, _ = attach(store, service, finding(), who(["vic"]))
+    families = service.detail(row.id).blast_radius.live_families
+    assert [(f.id, f.locked) for f in families] == [("fam_b", False), ("fam_a", True)]
 
 
 def test_a_busy_window_is_read_from_both_ends_and_says_what_it_skipped(

@@ -56,6 +56,26 @@ def test_step_up_and_throttle_locks_name_a_principal(target_type: str) -> None:
         validate_target(target_type, "al ice")
 
 
+@pytest.mark.parametrize(
+    "jkt", ["-Bj_EarTvzjEuifzcm1en1YDRmKksjxnV6oXVeBNPwc", "_x9aQ", "--abc", "AbC-_09"]
+)
+def test_a_key_lock_takes_any_thumbprint(jkt: str) -> None:
+    # base64url thumbprints may start with '-' or '_' (2 in 64 of them): they must be lockable
+    assert validate_target("key", jkt) == jkt
+
+
+@pytest.mark.parametrize("jkt", ["", "a b", "abc\n", "a.b", "a/b", "a:b", "x" * 129, "é"])
+def test_a_key_lock_refuses_what_is_not_a_thumbprint(jkt: str) -> None:
+    with pytest.raises(BadRequest, match="invalid key name"):
+        validate_target("key", jkt)
+
+
+@pytest.mark.parametrize("target_type", ["principal", "org", "family", "compartment"])
+def test_other_names_still_start_with_a_letter_or_digit(target_type: str) -> None:
+    with pytest.raises(BadRequest, match=f"invalid {target_type} name"):
+        validate_target(target_type, "-alice")
+
+
 @pytest.mark.parametrize("rate", [0.5, 1, 6, 10_000])
 def test_a_throttle_takes_a_rate(rate: float) -> None:
     validate_rate("throttle", rate)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from operator import attrgetter
 
-from bastion.config.models import suggest
+from bastion.config.problems import suggest
 
 from ..detector import Context
 from ..observation import Observation
