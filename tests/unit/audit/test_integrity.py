@@ -4,7 +4,10 @@ tampered state is sticky, shared through the database, and cleared only by an ac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -447,15 +450,26 @@ def test_the_running_watch_logs_the_change_once_and_never_a_body(
     logged: tuple[Store, AuditLog], caplog: pytest.LogCaptureFixture
 ) -> None:
     store, audit = logged
-    w = IntegrityWatch(store, audit, interval=0.01)
+    passes: list[float] = []
+    ten_passes = threading.Event()
+
+    def clock() -> float:  # counts the passes: each one reads the clock once, when it ends
+        passes.append(time.time())
+        if len(passes) >= 10:
+            ten_passes.set()
+        return passes[-1]
+
+    w = IntegrityWatch(store, audit, clock, interval=0.01)
     edit_body(store, 33)
 
-    async def run_briefly() -> None:
+    async def run_for_ten_passes() -> None:  # however slow the machine; bounded at 30 s
         task = asyncio.create_task(w.run())
-        await asyncio.sleep(0.3)
+        assert await asyncio.to_thread(ten_passes.wait, 30)
         task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
-    asyncio.run(run_briefly())
+    asyncio.run(run_for_ten_passes())
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL]
     assert len(lines) == 1
     assert lines[0].startswith("AUDIT LOG TAMPERED (first bad index 33): entry 33 (")
