@@ -4,7 +4,7 @@ can be revoked."""
 
 from __future__ import annotations
 
-import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -112,13 +112,25 @@ async def test_two_person_rule_then_grant_then_revoke(jit: Harness, people: Peop
         assert name in names
 
 
-async def test_a_grant_expires_to_the_second(people: People) -> None:
-    request_id = await ask(people, "alice", duration=1.0)
-    await decide(people, "bob", request_id)
-    assert (await decide(people, "erin", request_id)).json()["status"] == "approved"
-    assert await use(people, "alice") == 200
-    await asyncio.sleep(1.05)
-    assert await use(people, "alice") == 403
+async def test_a_grant_expires_to_the_second(
+    tmp_path: Path, upstream_env: dict[str, str], upstream_transport: httpx2.ASGITransport
+) -> None:
+    now = [time.time()]  # the server's and the clients' time, moved only by the test
+    async with running(
+        ACCESS_CONFIG, tmp_path, upstream=upstream_transport, env=upstream_env, clock=lambda: now[0]
+    ) as harness:
+        people = People(harness)
+        try:
+            request_id = await ask(people, "alice", duration=1.0)
+            await decide(people, "bob", request_id)
+            assert (await decide(people, "erin", request_id)).json()["status"] == "approved"
+            assert await use(people, "alice") == 200
+            now[0] += 0.95
+            assert await use(people, "alice") == 200
+            now[0] += 0.1
+            assert await use(people, "alice") == 403
+        finally:
+            await people.close()
 
 
 async def test_a_denial_ends_the_request(people: People) -> None:

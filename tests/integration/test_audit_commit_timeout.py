@@ -53,9 +53,11 @@ async def test_a_hanging_database_refuses_required_events_in_bounded_time(
             started = time.monotonic()
             with pytest.raises(AuditUnavailable, match=r"did not confirm the record within 0\.5s"):
                 await recorder.commit(event("held"))
-            assert time.monotonic() - started < 2.0  # refused, not held
+            # refused, not held (0.5 s and the test's share of a busy machine)
+            assert time.monotonic() - started < 5.0
             conn.rollback()
         # The database answers again: the refused record lands late, and the next commit works.
+        await recorder.flush()
         await recorder.commit(event("after"))
         with store.read() as conn:
             assert event_rows.size(conn) == 2

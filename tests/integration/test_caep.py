@@ -5,7 +5,6 @@ nothing. Runs on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -23,6 +22,7 @@ from bastion.identity.keys import SigningKey, generate_private_jwk, public_jwk, 
 from bastion.store import events as event_rows
 from bastion.testing import Harness, running
 from tests.conftest import CONFIG
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 IDP = "https://idp.example"
@@ -157,16 +157,15 @@ async def test_a_lock_pushes_a_session_revoked_set_that_verifies(
     async with bastion.client() as client:
         receiver.jwks = (await client.get("/.well-known/jwks.json")).json()
     bastion.services.locks.lock("principal", "alice", reason="laptop stolen", author="admin:bob")
-    for _ in range(100):
-        if receiver.received:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: receiver.received, what="the SET")
     [claims] = receiver.received
     assert claims["iss"] == "http://bastion.test"
     assert claims["aud"] == "https://idp.example/caep"
     assert claims["sub_id"] == {"format": "opaque", "id": "alice"}
     event = claims["events"][SESSION_REVOKED]
     assert (event["initiating_entity"], event["reason_admin"]) == ("admin", {"en": "laptop stolen"})
+    # marked delivered once the emitter has read the receiver's 202 (after the receiver kept it)
+    await eventually(lambda: bastion.services.caep.outbox()[0].status == "delivered")
     [entry] = bastion.services.caep.outbox()
     assert (entry.status, entry.attempts) == ("delivered", 1)
 
@@ -272,10 +271,7 @@ async def test_a_revoked_device_key_pushes_a_credential_change_set(
     profile = await bastion.enroll("alice")
     jkt = thumbprint(public_jwk(profile.private_jwk))
     bastion.services.principals.revoke_key(jkt, author="admin:bob", reason="lost laptop")
-    for _ in range(100):
-        if receiver.received:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: receiver.received, what="the SET")
     [claims] = receiver.received
     event = claims["events"][CREDENTIAL_CHANGE]
     assert (event["change_type"], event["credential_type"]) == ("revoke", "app")
@@ -314,10 +310,7 @@ async def test_a_removal_in_an_access_review_pushes_a_session_revoked_set(
     services.reviews.decide(
         config, review.id, "victor", "alice", decision="remove", reason="left the engagement"
     )
-    for _ in range(100):
-        if receiver.received:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: receiver.received, what="the SET")
     [claims] = receiver.received
     assert claims["sub_id"] == {"format": "opaque", "id": "victor"}
     assert SESSION_REVOKED in claims["events"]

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx2
 import openai
 import pytest
@@ -19,6 +18,7 @@ import sqlalchemy as sa
 from bastion.store.tables import audit_events
 from bastion.testing import BASE_URL, Harness, running
 from tests.conftest import CONFIG
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -68,17 +68,12 @@ async def test_enumeration_is_found_promptly_by_the_running_engine(watched: Harn
     assert await chat(watched, "alice", "demo-chat") == 200
     for n in range(3):
         assert await chat(watched, "alice", f"secret-{n}") == 403
-    third_denial = time.monotonic()
     detection = watched.services.detection
-    found = []
-    with anyio.fail_after(5):
-        while not found:  # the engine's own loop, not catch_up
-            found = detection.findings(detection="D5")
-            await anyio.sleep(0.02)
-    # Prompt, not timed: here two test workers share two cores (CI once saw 1.8 s). Sub-second
-    # containment is asserted by the drill (tests/e2e/test_drill.py), alone on the machine.
-    assert time.monotonic() - third_denial < 3.0
-    (finding,) = found
+    # Found by the engine's own loop (not catch_up), within 10 s: here two test workers share
+    # two cores (CI once saw 1.8 s). Sub-second containment is asserted by the drill
+    # (tests/e2e/test_drill.py), alone on the machine.
+    await eventually(lambda: detection.findings(detection="D5"), 10.0, what="the D5 finding")
+    (finding,) = detection.findings(detection="D5")
     assert finding.entity == "alice"
     assert finding.principal == "alice"
     assert str(finding.severity) in ("high", "critical")

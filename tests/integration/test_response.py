@@ -54,7 +54,7 @@ async def chat(harness: Harness, principal: str, model: str) -> int:
     return 200
 
 
-async def wait_for(check: Callable[[], list[ActionRow]], seconds: float = 5.0) -> list[ActionRow]:
+async def wait_for(check: Callable[[], list[ActionRow]], seconds: float = 20.0) -> list[ActionRow]:
     with anyio.fail_after(seconds):
         while not (found := check()):  # noqa: ASYNC110 - the engine runs on its own thread
             await anyio.sleep(0.02)
@@ -112,7 +112,7 @@ async def test_enumeration_by_a_vendor_is_throttled_then_suspended(make: Any) ->
     throttled = await wait_for(lambda: response.actions(status="done"))
     # The running engine and playbook, not catch_up; prompt, not timed (two test workers share
     # the machine): sub-second containment is the drill's to assert (tests/e2e/test_drill.py).
-    assert time.monotonic() - third < 3.0
+    assert time.monotonic() - third < 10.0
     (throttle,) = [a for a in throttled if a.action == "throttle"]
     assert (throttle.target_type, throttle.target) == ("principal", "victor")
     assert throttle.playbook == "enumeration-vendor"
@@ -127,7 +127,7 @@ async def test_enumeration_by_a_vendor_is_throttled_then_suspended(make: Any) ->
         # until the suspension is in the snapshot: served, throttled, or (a login that got in
         # just before the swap) refused by the gateway
         assert status in (200, 403, 429), status
-        assert time.monotonic() - started < 3.0
+        assert time.monotonic() - started < 15.0
     assert await chat(harness, "victor", "demo-chat") == 401  # and stays refused
     assert await chat(harness, "alice", "demo-chat") == 200  # nobody else is touched
     causes = audited(harness, "response.")

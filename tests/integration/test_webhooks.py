@@ -26,8 +26,8 @@ SECRET = "whsec-integration-s3cret"
 
 
 async def eventually(condition: Callable[[], bool]) -> None:
-    """Poll ``condition`` until it holds (failing after 5 seconds)."""
-    with anyio.fail_after(5):
+    """Poll ``condition`` until it holds (failing after 20 seconds)."""
+    with anyio.fail_after(20):
         while not condition():  # noqa: ASYNC110 - the condition is set by another thread
             await anyio.sleep(0.01)
 
@@ -48,7 +48,7 @@ class WebhookServer:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 server.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
                 if server.hang:
-                    server.release.wait(10)
+                    server.release.wait(30)  # close() releases it
                 self.send_response(server.status)
                 self.send_header("content-length", "0")
                 self.end_headers()
@@ -161,16 +161,13 @@ async def test_a_hanging_receiver_never_slows_model_requests(
     notified: Harness, server: WebhookServer
 ) -> None:
     assert await chat(notified, "bob", "demo-chat") == 200  # enrolled, warm
-    started = time.perf_counter()
-    assert await chat(notified, "bob", "demo-chat") == 200
-    baseline = time.perf_counter() - started
     server.hang = True
     await probe(notified)  # alice probes: a finding (and the playbook throttles her, not bob)
     await eventually(lambda: bool(server.received))  # the receiver holds the delivery open
     assert notified.services.notifier is not None
     assert notified.services.notifier.stats()["in_flight"] == 1
-    for _ in range(5):
+    for _ in range(5):  # a request that waited on the delivery would take its 5 s timeout
         started = time.perf_counter()
         assert await chat(notified, "bob", "demo-chat") == 200
-        assert time.perf_counter() - started < max(0.5, 5 * baseline)
+        assert time.perf_counter() - started < 2.5
     assert notified.services.notifier.stats()["in_flight"] == 1  # still held, never waited on
