@@ -113,6 +113,7 @@ async def _run_role(tmp_path: Path, database_url: str, role: Role) -> tuple[list
         config_file=config_file,
         database_url=database_url,
         public_url="http://bastion.test",
+        checkpoint_interval=3600,  # only the checkpoint signed at shutdown, however slow the run
     )
     app = create_app(settings, role=role, env={"EXAMPLE_UPSTREAM_KEY": "k"})
     store = app.services.store
@@ -174,7 +175,7 @@ async def test_a_gateway_adopts_a_tamper_mark_another_process_set(
         with app.services.store.begin() as conn:  # as the worker's watch would
             tamper_rows.mark(conn, None)
         tampered = False
-        with anyio.fail_after(5):
+        with anyio.fail_after(20):
             while not tampered:  # once adopted, its recorder refuses audit: required calls
                 await anyio.sleep(0.05)
                 tampered = integrity.tampered

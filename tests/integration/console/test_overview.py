@@ -9,6 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
+from bastion.console.overview import Overview
+
 from .conftest import Browser, Console
 
 pytestmark = pytest.mark.anyio
@@ -67,10 +69,28 @@ async def _stream(browser: Browser) -> str:
     return response.text
 
 
-async def test_the_stream_ends_when_the_viewer_signs_out(console: Console) -> None:
+@pytest.fixture
+def streaming(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Set once a live stream has sent its first figures (it passed its session check)."""
+    sent = asyncio.Event()
+    stats = Overview.stats
+
+    async def counted(self: Overview, *, shared: bool = False) -> dict[str, Any]:
+        figures = await stats(self, shared=shared)
+        if shared:
+            sent.set()
+        return figures
+
+    monkeypatch.setattr(Overview, "stats", counted)
+    return sent
+
+
+async def test_the_stream_ends_when_the_viewer_signs_out(
+    console: Console, streaming: asyncio.Event
+) -> None:
     browser = await console.signed_in("audrey")
     stream = asyncio.create_task(_stream(browser))
-    await asyncio.sleep(0.5)
+    await asyncio.wait_for(streaming.wait(), timeout=20)
     await browser.post("/console/logout", {"csrf": browser.csrf})
     text = await asyncio.wait_for(stream, timeout=15)
     assert "event: stats" in text
@@ -79,10 +99,12 @@ async def test_the_stream_ends_when_the_viewer_signs_out(console: Console) -> No
     assert {"rps", "allowed", "denied", "series", "audit_size"} <= set(orjson.loads(first))
 
 
-async def test_the_stream_ends_when_the_principal_is_locked(console: Console) -> None:
+async def test_the_stream_ends_when_the_principal_is_locked(
+    console: Console, streaming: asyncio.Event
+) -> None:
     browser = await console.signed_in("audrey")
     stream = asyncio.create_task(_stream(browser))
-    await asyncio.sleep(0.5)
+    await asyncio.wait_for(streaming.wait(), timeout=20)
     console.harness.services.locks.lock("principal", "audrey", author="test", reason="drill")
     await console.harness.reload()
     text = await asyncio.wait_for(stream, timeout=15)

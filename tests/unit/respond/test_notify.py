@@ -162,7 +162,7 @@ def test_a_full_queue_drops_and_counts_without_blocking() -> None:
     started = time.perf_counter()
     for _ in range(5):
         notifier.notify("finding", finding_payload(finding()))
-    assert time.perf_counter() - started < 0.1
+    assert time.perf_counter() - started < 2.0  # a put that waited would never return here
     stats = notifier.stats()
     assert (stats["queued"], stats["pending"], stats["dropped"]) == (2, 2, 3)
 

@@ -11,6 +11,7 @@ import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -90,17 +91,24 @@ def test_a_failing_hook_does_not_undo_or_fail_the_committed_change(store: Store)
     assert current_epoch(store) == before + 1
 
 
+def next_message(pubsub: Any, within: float = 20.0) -> Any:
+    """The next message on ``pubsub``, waiting up to ``within`` seconds (the machine is shared)."""
+    deadline = time.monotonic() + within
+    while (message := pubsub.get_message(timeout=0.5)) is None:
+        assert time.monotonic() < deadline, f"no message within {within} s"
+    return message
+
+
 def test_the_publisher_sends_the_epoch_on_the_prefixed_channel() -> None:
     prefix = "t" + secrets.token_hex(6)
     listener = redis.Redis.from_url(REDIS_URL)
     pubsub = listener.pubsub()  # type: ignore[no-untyped-call]
     pubsub.subscribe(epoch_channel(prefix))
-    assert pubsub.get_message(timeout=1.0)["type"] == "subscribe"
+    assert next_message(pubsub)["type"] == "subscribe"
     publisher = EpochPublisher(REDIS_URL, prefix)
     try:
         publisher(42)
-        message = pubsub.get_message(timeout=1.0)
-        assert message is not None
+        message = next_message(pubsub)
         assert (message["channel"], message["data"]) == (
             f"{prefix}:epoch".encode(),
             b"42",
@@ -120,7 +128,7 @@ def test_a_redis_outage_is_swallowed_counted_and_not_retried_at_every_commit(
     started = time.monotonic()
     for epoch in range(5):
         publisher(epoch)  # never raises
-    assert time.monotonic() - started < 1.0  # bounded: one failed connect, then paused
+    assert time.monotonic() - started < 5.0  # bounded: one failed connect, then paused
     assert (publisher.published, publisher.failures) == (0, 5)
     warnings = [r for r in caplog.records if "could not publish" in r.getMessage()]
     assert len(warnings) == 1  # logged once per outage, not per commit
