@@ -23,7 +23,7 @@ from pathlib import Path
 
 import openai
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 import bastion.client
 from bastion.client.profile import load_profile
@@ -48,6 +48,7 @@ CHROMIUM_ARGS = [
 ]
 IMG = ROOT / "docs" / "img"
 TIMEOUT_MS = 15_000
+expect.set_options(timeout=TIMEOUT_MS)  # expect() keeps its own 5 s default otherwise
 
 SignIn = Callable[[Page, str], None]
 SdkCall = Callable[[str, str], object]
