@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -19,17 +19,11 @@ from bastion.respond.notify import Notifier, targets, verify
 from bastion.store import deliveries
 from bastion.testing import Harness, running
 from tests.integration.test_detection import chat, enumeration_config
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
 SECRET = "whsec-integration-s3cret"
-
-
-async def eventually(condition: Callable[[], bool]) -> None:
-    """Poll ``condition`` until it holds (failing after 20 seconds)."""
-    with anyio.fail_after(20):
-        while not condition():  # noqa: ASYNC110 - the condition is set by another thread
-            await anyio.sleep(0.01)
 
 
 class WebhookServer:
